@@ -1,0 +1,93 @@
+"""Which leaves AGC leaves alone: the ``exclude`` argument.
+
+The paper does not clip the final classifier layer. ``exclude`` names such
+leaves by regular expressions searched in their path strings (see
+:mod:`agc_optax._paths`), by a predicate, or by a boolean pytree. A pattern
+that matches nothing is an error, so a typo cannot silently switch the
+exclusion off.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from agc_optax import _paths, _unit_axes
+
+ExcludeFn = Callable[[str, Any], bool]
+ExcludeSpec = None | str | re.Pattern | Sequence[str | re.Pattern] | ExcludeFn | Any
+
+
+def _is_pattern_list(spec: Any) -> bool:
+    return isinstance(spec, list | tuple) and all(isinstance(s, str | re.Pattern) for s in spec)
+
+
+def _match_patterns(patterns: Sequence[str | re.Pattern], paths: Sequence[str]) -> list[bool]:
+    excluded = [False] * len(paths)
+    for pattern in patterns:
+        try:
+            compiled = re.compile(pattern)
+        except re.error as err:
+            raise ValueError(
+                f"exclude pattern {pattern!r} is not a valid regular expression: {err}"
+            ) from err
+        hits = [bool(compiled.search(p)) for p in paths]
+        if not any(hits):
+            raise ValueError(
+                f"exclude pattern {compiled.pattern!r} matches no leaf. It was searched in "
+                f"these path strings: {_paths.describe_paths(paths, limit=200)}. Fix the "
+                "pattern (paths join keys with '/', e.g. 'head/kernel')."
+            )
+        excluded = [e or h for e, h in zip(excluded, hits, strict=True)]
+    return excluded
+
+
+def _as_python_bool(value: Any, path: str) -> bool:
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    raise TypeError(
+        f"exclude mask entry for leaf {path!r} must be a Python bool, got {value!r}. "
+        "The exclusion is decided when the update is traced, so it cannot depend on "
+        "traced values."
+    )
+
+
+def resolve_exclude(spec: ExcludeSpec, paths: Sequence[str], leaves: Sequence[Any]) -> list[bool]:
+    """Turns any accepted ``exclude`` argument into one flag per leaf.
+
+    Args:
+        spec: None; a regular expression (string or compiled) or a list of them,
+            searched in each leaf's path string; a callable
+            ``(path, leaf) -> bool``; or a pytree of bools with the params' paths.
+        paths: the leaves' path strings.
+        leaves: the param leaves.
+
+    Returns:
+        ``True`` for every leaf AGC must leave unchanged.
+
+    Raises:
+        ValueError: a pattern matches no leaf, or a mask lacks a leaf's path.
+        TypeError: a callable or mask gives something other than a bool.
+    """
+    if spec is None:
+        return [False] * len(paths)
+    if isinstance(spec, str | re.Pattern):
+        return _match_patterns([spec], paths)
+    if _is_pattern_list(spec):
+        return _match_patterns(spec, paths)
+    if callable(spec):
+        return [_as_python_bool(spec(p, x), p) for p, x in zip(paths, leaves, strict=True)]
+    if hasattr(spec, "dtype") and not hasattr(spec, "keys"):
+        raise TypeError(f"exclude is an array ({spec!r}), not a mask. {_unit_axes.INJECT_HINT}")
+    mask_paths, mask_leaves, _ = _paths.flatten_with_path_strings(spec)
+    table = dict(zip(mask_paths, mask_leaves, strict=True))
+    missing = [p for p in paths if p not in table]
+    if missing:
+        raise ValueError(
+            f"exclude mask has no entry for leaves {_paths.describe_paths(missing)}; its "
+            f"entries are {_paths.describe_paths(mask_paths)}. Give every parameter a bool."
+        )
+    return [_as_python_bool(table[p], p) for p in paths]
