@@ -1,0 +1,1 @@
+"""Benchmarks of agc_optax; run them as scripts (see README.md)."""

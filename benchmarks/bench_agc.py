@@ -1,0 +1,479 @@
+"""Time the jitted AGC update against optax's and against a memory floor.
+
+Two float32 parameter trees in Flax layout are built from `jax.random`: an
+NF-ResNet-50-shaped one (HWIO conv kernels with per-channel gain and bias,
+scalar skip gains, a 2048x1000 head; ~25M parameters, 177 leaves) and a
+transformer-shaped one (18 pre-LN decoder layers with (d, heads, head_dim)
+attention kernels; ~23M parameters, 292 leaves). For each tree the script times
+
+- ``floor``: one jitted elementwise pass that reads p and g and writes g, the
+  least any update that reads both trees can cost;
+- ``optax_agc`` and ``agc``: ``optax.adaptive_grad_clip(0.01)`` and
+  ``agc_optax.agc(0.01)`` alone;
+- ``agc_stats``: ``agc_optax.agc(0.01, track_stats=True)``, new state included;
+- ``optax_agc+sgd`` and ``agc+sgd``: each chained with ``optax.sgd(0.1, momentum=0.9)``.
+
+Every variant is jitted without donation, its inputs are placed on the device
+beforehand and each call is timed to ``block_until_ready``. After one compiling
+call and one warm call per variant, the repeats are interleaved (each repeat
+times every variant once, in a rotated order) so that load from other processes
+hits all variants alike; the table reports medians and interquartile ranges.
+
+Run from the repository root::
+
+    python benchmarks/bench_agc.py                    # both trees, ~3 min on 2 CPU cores
+    python benchmarks/bench_agc.py --tree resnet50 --repeats 50
+    python benchmarks/bench_agc.py --quick            # tiny trees, a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import gc
+import json
+import os
+import platform
+import re
+import socket
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import agc_optax
+
+CLIPPING = 0.01
+EPS = 1e-3
+PARAM_STD = 0.05
+# With params ~ N(0, PARAM_STD) a unit's grad/param norm ratio is about
+# grad_std / PARAM_STD, so grad stds spread log-uniformly over a decade either
+# side of CLIPPING * PARAM_STD leave roughly half of the units clipped.
+GRAD_STD_CENTRE = CLIPPING * PARAM_STD
+GRAD_STD_DECADES = 1.0
+
+VARIANTS = ("floor", "optax_agc", "agc", "agc_stats", "optax_agc+sgd", "agc+sgd")
+
+# (numerator, denominator, upper bound) from the project's performance targets.
+TARGETS = {
+    "agc/floor": ("agc", "floor", 1.5),
+    "agc_stats/agc": ("agc_stats", "agc", 1.1),
+    "agc+sgd/optax_agc+sgd": ("agc+sgd", "optax_agc+sgd", 1.0),
+}
+# Reported for context only.
+EXTRA_RATIOS = {
+    "optax_agc/floor": ("optax_agc", "floor"),
+    "agc/optax_agc": ("agc", "optax_agc"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ResNetShape:
+    """Widths and depths of an NF-ResNet-style bottleneck network."""
+
+    depths: tuple[int, ...] = (3, 4, 6, 3)
+    widths: tuple[int, ...] = (256, 512, 1024, 2048)
+    stem_width: int = 64
+    bottleneck_ratio: float = 0.25
+    num_classes: int = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerShape:
+    """Sizes of a pre-LN decoder-only transformer."""
+
+    num_layers: int = 18
+    d_model: int = 256
+    num_heads: int = 4
+    head_dim: int = 64
+    mlp_ratio: int = 4
+    vocab_size: int = 32_000
+    max_len: int = 1024
+
+
+# Full-size presets and the tiny ones behind --quick: same leaf kinds, fewer and smaller.
+PRESETS = {
+    "resnet50": {
+        "full": ResNetShape(),
+        "quick": ResNetShape(depths=(1,), widths=(32,), stem_width=8, num_classes=10),
+    },
+    "transformer": {
+        "full": TransformerShape(),
+        "quick": TransformerShape(
+            num_layers=1, d_model=32, num_heads=2, head_dim=16, vocab_size=100, max_len=16
+        ),
+    },
+}
+
+
+def _f32(*shape: int) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(shape, jnp.float32)
+
+
+def _ws_conv(kh: int, kw: int, cin: int, cout: int) -> dict[str, Any]:
+    # Scaled weight-standardised conv (Brock et al. 2021a): kernel, gain and bias.
+    return {"kernel": _f32(kh, kw, cin, cout), "gain": _f32(cout), "bias": _f32(cout)}
+
+
+def resnet_shapes(shape: ResNetShape) -> dict[str, Any]:
+    """Shapes of an NF-ResNet parameter tree in Flax layout (HWIO kernels)."""
+    tree: dict[str, Any] = {"stem": {"conv": _ws_conv(7, 7, 3, shape.stem_width)}}
+    cin = shape.stem_width
+    for stage, (depth, width) in enumerate(zip(shape.depths, shape.widths, strict=True)):
+        mid = int(width * shape.bottleneck_ratio)
+        for index in range(depth):
+            block: dict[str, Any] = {
+                "conv0": _ws_conv(1, 1, cin, mid),
+                "conv1": _ws_conv(3, 3, mid, mid),
+                "conv2": _ws_conv(1, 1, mid, width),
+                "skip_gain": _f32(),
+            }
+            if index == 0:
+                block["shortcut"] = _ws_conv(1, 1, cin, width)
+            tree[f"stage{stage}_block{index}"] = block
+            cin = width
+    tree["head"] = {"kernel": _f32(cin, shape.num_classes), "bias": _f32(shape.num_classes)}
+    return tree
+
+
+def transformer_shapes(shape: TransformerShape) -> dict[str, Any]:
+    """Shapes of a decoder-only transformer parameter tree in Flax layout."""
+    d, h, k = shape.d_model, shape.num_heads, shape.head_dim
+    hidden = shape.mlp_ratio * d
+
+    def layer_norm() -> dict[str, Any]:
+        return {"scale": _f32(d), "bias": _f32(d)}
+
+    def projection() -> dict[str, Any]:
+        return {"kernel": _f32(d, h, k), "bias": _f32(h, k)}
+
+    tree: dict[str, Any] = {
+        "embed": {"embedding": _f32(shape.vocab_size, d)},
+        "pos_embed": {"embedding": _f32(shape.max_len, d)},
+    }
+    for index in range(shape.num_layers):
+        tree[f"layer{index}"] = {
+            "ln1": layer_norm(),
+            "attn": {
+                "query": projection(),
+                "key": projection(),
+                "value": projection(),
+                "out": {"kernel": _f32(h, k, d), "bias": _f32(d)},
+            },
+            "ln2": layer_norm(),
+            "mlp": {
+                "wi": {"kernel": _f32(d, hidden), "bias": _f32(hidden)},
+                "wo": {"kernel": _f32(hidden, d), "bias": _f32(d)},
+            },
+        }
+    tree["final_ln"] = layer_norm()
+    return tree
+
+
+def tree_shapes(name: str, quick: bool) -> dict[str, Any]:
+    """Shape tree of the named preset."""
+    shape = PRESETS[name]["quick" if quick else "full"]
+    return resnet_shapes(shape) if name == "resnet50" else transformer_shapes(shape)
+
+
+def make_params_and_grads(shapes: Any, seed: int) -> tuple[Any, Any]:
+    """Random params ~ N(0, PARAM_STD) and grads whose scale varies per output unit."""
+    leaves, treedef = jax.tree.flatten(shapes)
+    sizes = [int(np.prod(leaf.shape)) for leaf in leaves]
+    units = [leaf.shape[-1] if leaf.shape else 1 for leaf in leaves]
+    # Three flat draws cut into leaves: sampling leaf by leaf would compile a kernel per shape.
+    p_key, g_key, s_key = jax.random.split(jax.random.key(seed), 3)
+    flat_p = np.asarray(jax.random.normal(p_key, (sum(sizes),), jnp.float32))
+    flat_g = np.asarray(jax.random.normal(g_key, (sum(sizes),), jnp.float32))
+    # One scale per slice of the last (output) axis, so clipped and unclipped units mix.
+    decades = jax.random.uniform(s_key, (sum(units),), jnp.float32, -1.0, 1.0)
+    flat_scale = np.asarray(GRAD_STD_CENTRE * 10.0 ** (GRAD_STD_DECADES * decades))
+    params, grads = [], []
+    p_start = s_start = 0
+    for leaf, size, unit in zip(leaves, sizes, units, strict=True):
+        p_slice = slice(p_start, p_start + size)
+        scale = flat_scale[s_start : s_start + unit].reshape(leaf.shape[-1:])
+        params.append(PARAM_STD * flat_p[p_slice].reshape(leaf.shape))
+        grads.append(scale * flat_g[p_slice].reshape(leaf.shape))
+        p_start, s_start = p_start + size, s_start + unit
+    params, grads = jax.device_put((params, grads))
+    return jax.tree.unflatten(treedef, params), jax.tree.unflatten(treedef, grads)
+
+
+def clipped_fraction(grads: Any, clipped: Any) -> float:
+    """Fraction of gradient entries that clipping changed."""
+    pairs = zip(jax.tree.leaves(grads), jax.tree.leaves(clipped), strict=True)
+    changed = sum(int(np.count_nonzero(np.asarray(g) != np.asarray(c))) for g, c in pairs)
+    return changed / sum(g.size for g in jax.tree.leaves(grads))
+
+
+def memory_floor(params: Any, grads: Any) -> Any:
+    """One elementwise pass reading p and g and writing g-sized output.
+
+    The sign flip keeps p live: XLA cannot drop a read whose value decides the result.
+    """
+    return jax.tree.map(lambda p, g: jnp.where(p < 0, -g, g), params, grads)
+
+
+def make_variants(params: Any, grads: Any) -> dict[str, tuple[Callable[..., Any], tuple]]:
+    """Jitted callables and their (already placed) arguments, by variant name."""
+
+    def update(tx: optax.GradientTransformation) -> tuple[Callable[..., Any], tuple]:
+        state = jax.block_until_ready(jax.device_put(tx.init(params)))
+        return jax.jit(tx.update), (grads, state, params)
+
+    momentum = optax.sgd(0.1, momentum=0.9)
+    variants = {
+        "floor": (jax.jit(memory_floor), (params, grads)),
+        "optax_agc": update(optax.adaptive_grad_clip(CLIPPING, EPS)),
+        "agc": update(agc_optax.agc(CLIPPING, EPS)),
+        "agc_stats": update(agc_optax.agc(CLIPPING, EPS, track_stats=True)),
+        "optax_agc+sgd": update(optax.chain(optax.adaptive_grad_clip(CLIPPING, EPS), momentum)),
+        "agc+sgd": update(optax.chain(agc_optax.agc(CLIPPING, EPS), momentum)),
+    }
+    assert tuple(variants) == VARIANTS
+    return variants
+
+
+def _call(fn: Callable[..., Any], args: tuple) -> float:
+    start = time.perf_counter()
+    out = fn(*args)
+    jax.block_until_ready(out)
+    elapsed = time.perf_counter() - start
+    del out
+    return elapsed
+
+
+def time_variants(
+    variants: dict[str, tuple[Callable[..., Any], tuple]], repeats: int
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Per-variant call times in ms (interleaved repeats) and first-call seconds."""
+    first_call_s = {name: _call(fn, args) for name, (fn, args) in variants.items()}
+    for fn, args in variants.values():
+        _call(fn, args)
+    names = list(variants)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    gc.collect()
+    gc.disable()
+    try:
+        for repeat in range(repeats):
+            shift = repeat % len(names)
+            for name in names[shift:] + names[:shift]:
+                fn, args = variants[name]
+                times[name].append(1e3 * _call(fn, args))
+    finally:
+        gc.enable()
+    return times, first_call_s
+
+
+def summarise(samples_ms: Sequence[float]) -> dict[str, Any]:
+    """Median, quartiles and extremes of one variant's times."""
+    q25, median, q75 = np.percentile(samples_ms, [25, 50, 75])
+    return {
+        "median_ms": float(median),
+        "q25_ms": float(q25),
+        "q75_ms": float(q75),
+        "iqr_ms": float(q75 - q25),
+        "min_ms": float(min(samples_ms)),
+        "max_ms": float(max(samples_ms)),
+        "samples_ms": [round(t, 4) for t in samples_ms],
+    }
+
+
+def ratios(times: dict[str, list[float]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Ratios of medians, and medians of the per-repeat ratios (robust to load drift)."""
+    pairs = {key: spec[:2] for key, spec in TARGETS.items()} | EXTRA_RATIOS
+    of_medians = {
+        key: statistics.median(times[a]) / statistics.median(times[b])
+        for key, (a, b) in pairs.items()
+    }
+    paired = {
+        key: statistics.median(x / y for x, y in zip(times[a], times[b], strict=True))
+        for key, (a, b) in pairs.items()
+    }
+    return of_medians, paired
+
+
+def bench_tree(name: str, quick: bool, repeats: int, seed: int, hlo_dir: Path | None) -> dict:
+    """Build one tree, time every variant on it, and summarise."""
+    params, grads = make_params_and_grads(tree_shapes(name, quick), seed)
+    params, grads = jax.block_until_ready(jax.device_put((params, grads)))
+    leaves = jax.tree.leaves(params)
+    num_params = sum(leaf.size for leaf in leaves)
+    variants = make_variants(params, grads)
+    if hlo_dir is not None:
+        hlo_dir.mkdir(parents=True, exist_ok=True)
+        for variant, (fn, args) in variants.items():
+            text = fn.lower(*args).compile().as_text()
+            (hlo_dir / f"{name}_{variant.replace('+', '_')}.hlo.txt").write_text(text)
+    times, first_call_s = time_variants(variants, repeats)
+    fn, args = variants["optax_agc"]
+    optax_clipped, _ = fn(*args)
+    stats = {variant: summarise(times[variant]) for variant in VARIANTS}
+    for variant in VARIANTS:
+        stats[variant]["first_call_s"] = round(first_call_s[variant], 3)
+    of_medians, paired = ratios(times)
+    floor_s = stats["floor"]["median_ms"] / 1e3
+    return {
+        "num_leaves": len(leaves),
+        "num_params": int(num_params),
+        "megabytes_per_tree": round(4 * num_params / 1e6, 2),
+        "clipped_fraction": round(clipped_fraction(grads, optax_clipped), 4),
+        # Bytes the floor moves (read p, read g, write g) over its median time.
+        "floor_gb_per_s": round(3 * 4 * num_params / floor_s / 1e9, 2),
+        "variants": stats,
+        "ratios": {key: round(value, 4) for key, value in of_medians.items()},
+        "paired_ratios": {key: round(value, 4) for key, value in paired.items()},
+        "targets_met": {
+            key: bool(of_medians[key] <= bound) for key, (_, _, bound) in TARGETS.items()
+        },
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    """Where the numbers come from: CPU, accelerator and library versions."""
+    device = jax.devices()[0]
+    return {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
+        "optax": optax.__version__,
+        "agc_optax": getattr(agc_optax, "__version__", None),
+        "backend": jax.default_backend(),
+        "device_kind": device.device_kind,
+        "device_count": jax.device_count(),
+    }
+
+
+def default_out_path(machine: dict[str, Any]) -> Path:
+    """benchmarks/results/agc_update_<machine>.json, named after the CPU or accelerator."""
+    if machine["backend"] == "cpu":
+        label = f"{machine['cpu_model']}-{machine['cpu_count']}c"
+    else:
+        label = machine["device_kind"]
+    slug = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-") or machine["hostname"]
+    return Path(__file__).resolve().parent / "results" / f"agc_update_{slug}.json"
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """Medians, spreads and ratios of every tree as a plain-text table."""
+    lines = []
+    for name, tree in results["trees"].items():
+        lines.append(
+            f"{name}: {tree['num_params'] / 1e6:.1f}M params, {tree['num_leaves']} leaves, "
+            f"{tree['clipped_fraction']:.0%} of entries clipped, "
+            f"floor {tree['floor_gb_per_s']:.1f} GB/s"
+        )
+        lines.append(f"  {'variant':<15}{'median ms':>11}{'IQR ms':>9}{'x floor':>9}")
+        floor = tree["variants"]["floor"]["median_ms"]
+        for variant, stats in tree["variants"].items():
+            lines.append(
+                f"  {variant:<15}{stats['median_ms']:>11.2f}{stats['iqr_ms']:>9.2f}"
+                f"{stats['median_ms'] / floor:>9.2f}"
+            )
+        lines.append(f"  {'ratio':<24}{'of medians':>11}{'paired':>8}  target")
+        for key, value in tree["ratios"].items():
+            if key in TARGETS:
+                bound = TARGETS[key][2]
+                verdict = "met" if tree["targets_met"][key] else "MISSED"
+                target = f"<= {bound:.1f} {verdict}"
+            else:
+                target = ""
+            lines.append(
+                f"  {key:<24}{value:>11.3f}{tree['paired_ratios'][key]:>8.3f}  {target}"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Command-line flags."""
+    parser = argparse.ArgumentParser(
+        description="Time the jitted agc_optax.agc update against optax's AGC and a "
+        "memory floor on ResNet-50- and transformer-shaped trees.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--tree", choices=("resnet50", "transformer", "all"), default="all")
+    parser.add_argument(
+        "--repeats", type=int, default=None,
+        help="interleaved timed calls per variant (default: 60, or 3 with --quick)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny trees: a smoke test, not a benchmark"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--out", type=Path, default=None,
+        help="JSON path (default: benchmarks/results/agc_update_<cpu-or-device>.json)",
+    )
+    parser.add_argument("--dump-hlo", type=Path, default=None, metavar="DIR",
+                        help="also write each variant's compiled HLO text to DIR")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark, print the table, write the JSON and return it."""
+    args = parse_args(argv)
+    repeats = args.repeats if args.repeats is not None else (3 if args.quick else 60)
+    if repeats < 1:
+        raise SystemExit(f"--repeats must be at least 1, got {repeats}")
+    names = ("resnet50", "transformer") if args.tree == "all" else (args.tree,)
+    machine = machine_info()
+    results: dict[str, Any] = {
+        "benchmark": "agc_update",
+        "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine,
+        "config": {
+            "clipping": CLIPPING,
+            "eps": EPS,
+            "repeats": repeats,
+            "quick": args.quick,
+            "seed": args.seed,
+            "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+            "targets": {key: bound for key, (_, _, bound) in TARGETS.items()},
+        },
+        "trees": {},
+    }
+    for name in names:
+        results["trees"][name] = bench_tree(name, args.quick, repeats, args.seed, args.dump_hlo)
+    results["targets_met"] = {
+        name: tree["targets_met"] for name, tree in results["trees"].items()
+    }
+    results["all_targets_met"] = all(
+        met for tree in results["targets_met"].values() for met in tree.values()
+    )
+    print(format_table(results))
+    out = args.out if args.out is not None else default_out_path(machine)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
