@@ -1,0 +1,120 @@
+"""Clipping statistics, and parity with optax.adaptive_grad_clip where its rule is right."""
+
+from __future__ import annotations
+
+import importlib
+import types
+import unittest
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from conftest import mixed_scale_pair
+from reference import reference_agc
+
+import agc_optax
+from agc_optax import AGCState, agc
+
+SHAPES = {"conv": ((3, 3, 4, 16), (0, 1, 2)), "dense": ((32, 24), (0,)), "bias": ((24,), (0,)),
+          "head": ((24, 10), (0,))}
+
+
+def make_tree():
+    pairs = {k: mixed_scale_pair(s, a, seed=i) for i, (k, (s, a)) in enumerate(SHAPES.items())}
+    return {k: p for k, (p, _) in pairs.items()}, {k: g for k, (_, g) in pairs.items()}
+
+
+def test_statistics_match_the_reference_and_skip_excluded_leaves():
+    params, grads = make_tree()
+    transform = agc(0.01, exclude="head", track_stats=True)
+    _, state = jax.jit(transform.update)(grads, transform.init(params), params)
+    assert isinstance(state, AGCState)
+    masks = {k: reference_agc(grads[k], params[k], SHAPES[k][1], 0.01)[1] for k in SHAPES}
+    total = sum(int(masks[k].sum()) for k in SHAPES if k != "head")
+    units = sum(masks[k].size for k in SHAPES if k != "head")
+    assert state.clip_fraction.dtype == jnp.float32
+    np.testing.assert_allclose(float(state.clip_fraction), total / units, rtol=1e-6)
+    assert set(state.leaf_clip_fraction) == {"conv", "dense", "bias"}
+    for key, fraction in state.leaf_clip_fraction.items():
+        np.testing.assert_allclose(float(fraction), masks[key].mean(), rtol=1e-6, err_msg=key)
+
+
+def test_statistics_readable_with_tree_get_through_chain_and_inject():
+    params, grads = make_tree()
+    transform = optax.inject_hyperparams(
+        lambda clipping: optax.chain(agc(clipping, track_stats=True), optax.sgd(0.1)))(
+            clipping=0.01)
+    _, state = jax.jit(transform.update)(grads, transform.init(params), params)
+    fraction = optax.tree_utils.tree_get(state, "clip_fraction")
+    assert 0.0 < float(fraction) < 1.0
+
+
+def test_without_statistics_the_state_is_empty():
+    params, grads = make_tree()
+    transform = agc(0.01)
+    assert transform.init(params) == optax.EmptyState()
+    _, state = transform.update(grads, optax.EmptyState(), params)
+    assert state == optax.EmptyState()
+    # optax-style call with no state at all.
+    _, state = transform.update(grads, None, params)
+    assert state is None
+
+
+def test_statistics_add_no_work_when_off():
+    params, grads = make_tree()
+    plain = jax.jit(agc(0.01).update).lower(grads, optax.EmptyState(), params).as_text()
+    tracked = agc(0.01, track_stats=True)
+    with_stats = jax.jit(tracked.update).lower(grads, tracked.init(params), params).as_text()
+    # Two reductions per leaf (‖g‖² and ‖p‖²), and nothing else, when statistics are off.
+    assert plain.count("stablehlo.reduce(") == 2 * len(SHAPES)
+    assert with_stats.count("stablehlo.reduce(") > plain.count("stablehlo.reduce(")
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(16,), (24, 12), (3, 3, 8, 16), (2, 2, 2, 4, 8)],
+    ids=["rank1", "rank2", "rank4", "rank5"],
+)
+def test_parity_with_optax_where_its_rule_is_right(shape):
+    param, grad = mixed_scale_pair(shape, tuple(range(max(len(shape) - 1, 1))), seed=len(shape))
+    ours = jax.jit(agc(0.02).update)([grad], None, [param])[0][0]
+    theirs = jax.jit(optax.adaptive_grad_clip(0.02).update)([grad], None, [param])[0][0]
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=1e-6, atol=1e-12)
+
+
+def test_optax_is_wrong_on_conv1d_and_we_are_not():
+    param, grad = mixed_scale_pair((5, 12, 16), (0, 1), seed=12)
+    want = reference_agc(grad, param, (0, 1), 0.02)[0]
+    ours = agc(0.02).update([grad], None, [param])[0][0]
+    theirs = optax.adaptive_grad_clip(0.02).update([grad], None, [param])[0][0]
+    np.testing.assert_allclose(np.asarray(ours), want, rtol=2e-6)
+    assert not np.allclose(np.asarray(theirs), want, rtol=1e-3)
+
+
+OPTAX_TESTS_THAT_APPLY = [
+    "test_adaptive_grad_clip",
+    "test_adaptive_grad_clip_with_axis",
+    "test_adaptive_grad_clip_default_axis_conv3d",
+]
+
+
+@pytest.mark.parametrize("name", OPTAX_TESTS_THAT_APPLY)
+def test_optax_own_adaptive_grad_clip_tests_pass_against_ours(name, monkeypatch):
+    """optax's own tests, with `_clipping.adaptive_grad_clip` pointing at agc_optax.
+
+    `test_unitwise_norm_with_axis` is left out: it asserts optax's unitwise_norm
+    rank rules (rank 6 raises, norms broadcast to full shape) that agc-optax replaces.
+    `unitwise_norm` stays optax's: the tests use it only to check results.
+    """
+    clipping_test = importlib.import_module("optax.transforms._clipping_test")
+    shim = types.SimpleNamespace(
+        adaptive_grad_clip=agc_optax.adaptive_grad_clip,
+        unitwise_norm=clipping_test._clipping.unitwise_norm,
+    )
+    monkeypatch.setattr(clipping_test, "_clipping", shim)
+    result = unittest.TestResult()
+    clipping_test.ClippingTest(name).run(result)
+    assert result.testsRun == 1
+    assert not result.errors and not result.failures, result.errors + result.failures

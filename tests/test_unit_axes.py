@@ -1,0 +1,150 @@
+"""Fan-in axes: the default rule, the other layouts, and rules read from nnx modules."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from conftest import mixed_scale_pair
+from flax import nnx
+from reference import reference_agc
+
+from agc_optax import agc, default_unit_axes, nnx_unit_axes, output_first_unit_axes
+
+
+@pytest.mark.parametrize(
+    ("shape", "axes"),
+    [((), ()), ((7,), (0,)), ((1, 256), (0,)), ((5, 3, 8), (0, 1)), ((3, 3, 4, 8), (0, 1, 2)),
+     ((2,) * 7, (0, 1, 2, 3, 4, 5))],
+)
+def test_default_rule(shape, axes):
+    assert default_unit_axes("any/path", jnp.zeros(shape)) == axes
+    assert default_unit_axes("any/path", jax.ShapeDtypeStruct(shape, jnp.float32)) == axes
+
+
+def test_output_first_rule():
+    assert output_first_unit_axes("w", jnp.zeros((16, 8, 3, 3))) == (1, 2, 3)
+    assert output_first_unit_axes("b", jnp.zeros((16,))) == (0,)
+
+
+def test_single_input_dense_kernel_has_one_unit_per_output():
+    """optax squeezes (1, 256) and treats it as one vector; each column is a unit."""
+    param, grad = mixed_scale_pair((1, 256), (0,), seed=3)
+    transform = agc(0.01, track_stats=True)
+    _, state = transform.update([grad], transform.init([param]), [param])
+    _, clipped = reference_agc(grad, param, (0,), 0.01)
+    np.testing.assert_allclose(float(state.clip_fraction), clipped.mean(), rtol=1e-6)
+    assert 0 < clipped.mean() < 1
+
+
+def test_callable_and_pytree_specs_agree():
+    param, grad = mixed_scale_pair((6, 4, 5), (0,), seed=6)
+    by_callable = agc(0.02, unit_axes=lambda path, x: (0,) if path == "q" else (0, 1))
+    by_tree = agc(0.02, unit_axes={"q": (0,)})
+    a = by_callable.update({"q": grad}, optax.EmptyState(), {"q": param})[0]
+    b = by_tree.update({"q": grad}, optax.EmptyState(), {"q": param})[0]
+    np.testing.assert_array_equal(np.asarray(a["q"]), np.asarray(b["q"]))
+    np.testing.assert_allclose(a["q"], reference_agc(grad, param, (0,), 0.02)[0], rtol=2e-6)
+
+
+def test_negative_and_int_axes_are_normalised():
+    param, grad = mixed_scale_pair((6, 5), (1,), seed=2)
+    out = agc(0.02, unit_axes={"e": -1}).update({"e": grad}, optax.EmptyState(), {"e": param})[0]
+    np.testing.assert_allclose(out["e"], reference_agc(grad, param, (1,), 0.02)[0], rtol=2e-6)
+
+
+def test_optax_axis_argument_applies_to_every_leaf():
+    param, grad = mixed_scale_pair((4, 6), (1,), seed=4)
+    out = agc(0.02, axis=1).update([grad, grad], None, [param, param])[0]
+    want = reference_agc(grad, param, (1,), 0.02)[0]
+    for leaf in out:
+        np.testing.assert_allclose(leaf, want, rtol=2e-6)
+
+
+class Zoo(nnx.Module):
+    """One of every module kind nnx_unit_axes knows, plus one it doesn't."""
+
+    def __init__(self, rngs):
+        self.linear = nnx.Linear(6, 5, rngs=rngs)
+        self.attention = nnx.MultiHeadAttention(num_heads=2, in_features=8, qkv_features=8,
+                                                out_features=8, decode=False, rngs=rngs)
+        self.conv1d = nnx.Conv(3, 4, (5,), rngs=rngs)
+        self.conv3d = nnx.Conv(2, 4, (2, 2, 2), rngs=rngs)
+        self.grouped = nnx.Conv(4, 8, (3, 3), feature_group_count=2, rngs=rngs)
+        self.deconv = nnx.ConvTranspose(3, 5, (3, 3), rngs=rngs)
+        self.deconv_t = nnx.ConvTranspose(3, 5, (3, 3), transpose_kernel=True, rngs=rngs)
+        self.embed = nnx.Embed(11, 4, rngs=rngs)
+        self.einsum = nnx.Einsum("bta,hab->bthb", (2, 8, 4), (2, 4), rngs=rngs)
+        self.general = nnx.LinearGeneral((2, 3), 4, axis=(-2, -1), rngs=rngs)
+        self.norm = nnx.LayerNorm(4, rngs=rngs)
+        self.blocks = nnx.List([nnx.Linear(4, 4, rngs=rngs) for _ in range(2)])
+
+
+EXPECTED_NNX_AXES = {
+    "linear/kernel": (0,), "linear/bias": (0,),
+    "attention/query/kernel": (0,), "attention/key/kernel": (0,),
+    "attention/value/kernel": (0,), "attention/query/bias": (0, 1),
+    "attention/out/kernel": (0, 1), "attention/out/bias": (0,),
+    "conv1d/kernel": (0, 1), "conv3d/kernel": (0, 1, 2, 3), "grouped/kernel": (0, 1, 2),
+    "deconv/kernel": (0, 1, 2), "deconv_t/kernel": (0, 1, 3),
+    "embed/embedding": (1,),
+    "einsum/kernel": (1,), "einsum/bias": (0, 1),
+    "general/kernel": (0, 1), "general/bias": (0,),
+    "norm/scale": (0,),
+    "blocks/1/kernel": (0,),
+}
+
+
+def test_nnx_unit_axes_reads_each_module():
+    model = Zoo(nnx.Rngs(0))
+    rule = nnx_unit_axes(model)
+    params = nnx.state(model, nnx.Param)
+    flat = {"/".join(str(k) for k in path): leaf
+            for path, leaf in nnx.to_flat_state(params)}
+    for path, axes in EXPECTED_NNX_AXES.items():
+        assert rule(path, flat[path]) == axes, path
+
+
+def test_nnx_unit_axes_same_answer_at_init_and_update():
+    model = Zoo(nnx.Rngs(0))
+    rule = nnx_unit_axes(model)
+    seen = {}
+
+    def recording_rule(path, leaf):
+        axes = rule(path, leaf)
+        seen.setdefault(path, set()).add(axes)
+        return axes
+
+    transform = agc(0.01, unit_axes=recording_rule)
+    variables = nnx.state(model, nnx.Param)  # holds nnx Variables, paths end in .value
+    transform.init(variables)
+    pure = nnx.as_pure(variables)
+    transform.update(jax.tree.map(jnp.ones_like, pure), optax.EmptyState(), pure)
+    assert set(EXPECTED_NNX_AXES) <= set(seen)
+    assert all(len(v) == 1 for v in seen.values())
+
+
+def test_nnx_attention_clipping_matches_reference():
+    model = nnx.MultiHeadAttention(num_heads=2, in_features=8, qkv_features=8, decode=False,
+                                   rngs=nnx.Rngs(0))
+    params = nnx.as_pure(nnx.state(model, nnx.Param))
+    rng = np.random.default_rng(0)
+    grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape) * 0.05, jnp.float32),
+                         params)
+    got = agc(0.01, unit_axes=nnx_unit_axes(model)).update(grads, None, params)[0]
+    np.testing.assert_allclose(
+        got["query"]["kernel"],
+        reference_agc(grads["query"]["kernel"], params["query"]["kernel"], (0,), 0.01)[0],
+        rtol=2e-6)
+    np.testing.assert_allclose(
+        got["out"]["kernel"],
+        reference_agc(grads["out"]["kernel"], params["out"]["kernel"], (0, 1), 0.01)[0],
+        rtol=2e-6)
+
+
+def test_nnx_unit_axes_rejects_a_different_model():
+    rule = nnx_unit_axes(nnx.Linear(4, 3, rngs=nnx.Rngs(0)))
+    with pytest.raises(ValueError, match="different model"):
+        rule("kernel", jnp.zeros(()))
