@@ -118,3 +118,22 @@ def test_optax_own_adaptive_grad_clip_tests_pass_against_ours(name, monkeypatch)
     clipping_test.ClippingTest(name).run(result)
     assert result.testsRun == 1
     assert not result.errors and not result.failures, result.errors + result.failures
+
+
+def test_where_optax_fails_and_we_do_not_float16_overflow_and_zero_units():
+    """The README's comparison table claims these two optax failures; check both."""
+    grad16, param16 = [jnp.full((64, 4), 1e4, jnp.float16)], [jnp.ones((64, 4), jnp.float16)]
+    theirs = optax.adaptive_grad_clip(0.01).update(grad16, None, param16)[0][0]
+    ours = agc(0.01).update(grad16, None, param16)[0][0]
+    np.testing.assert_array_equal(np.asarray(theirs), 0.0)  # optax zeroes the gradient
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(ours, np.float64), axis=0), 0.08,
+                               rtol=2e-3)
+
+    params = {"w": jnp.ones((4, 3))}
+    grads = {"w": jnp.zeros((4, 3)).at[:, 0].set(5.0)}
+
+    def loss(transform):
+        return lambda g: jnp.sum(transform.update(g, optax.EmptyState(), params)[0]["w"])
+
+    assert np.isnan(np.asarray(jax.grad(loss(optax.adaptive_grad_clip(0.01)))(grads)["w"])).any()
+    assert np.isfinite(np.asarray(jax.grad(loss(agc(0.01)))(grads)["w"])).all()

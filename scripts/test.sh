@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine (scripts/setup.sh), then lints and runs the whole test suite.
+# Extra arguments go to pytest, e.g. `bash scripts/test.sh -k sharding`.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$repo/scripts/setup.sh"
+venv="${VENV:-$repo/.venv}"
+cd "$repo"
+"$venv/bin/ruff" check .
+# pytest exits 5 when it collects no test; that fails this script too.
+"$venv/bin/python" -m pytest "$@"
