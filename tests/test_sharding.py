@@ -1,0 +1,55 @@
+"""AGC on sharded parameters: ``jax.jit`` with ``NamedSharding`` and ``shard_map``.
+
+The checks need 8 devices, and the number of simulated CPU devices is fixed
+when JAX starts, so each group runs in a child pytest process with
+``XLA_FLAGS=--xla_force_host_platform_device_count=8``; its whole report is
+shown when anything in it fails. The checks themselves are in
+``tests/helpers/sharding_jit_checks.py`` and ``tests/helpers/sharding_shard_map_checks.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+HELPERS = REPO / "tests" / "helpers"
+TIMEOUT_S = 300
+
+
+def run_checks_on_8_devices(module: str) -> None:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = " ".join(
+        [env.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"]
+    ).strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO), str(HELPERS), *filter(None, [env.get("PYTHONPATH")])]
+    )
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    command += ["-o", "addopts=-ra", str(HELPERS / module)]
+    try:
+        child = subprocess.run(
+            command, cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
+        )
+    except subprocess.TimeoutExpired as error:
+        pytest.fail(f"{module} did not finish in {TIMEOUT_S} s; output so far:\n{error.stdout}")
+    report = f"$ {' '.join(command)}\n{child.stdout}\n{child.stderr}"
+    if child.returncode != 0:
+        pytest.fail(f"{module} failed (exit {child.returncode}):\n{report}", pytrace=False)
+    if " skipped" in child.stdout.splitlines()[-1]:
+        pytest.fail(f"{module} skipped checks, so it did not get 8 devices:\n{report}")
+
+
+@pytest.mark.slow
+def test_jit_named_sharding_on_8_devices() -> None:
+    run_checks_on_8_devices("sharding_jit_checks.py")
+
+
+@pytest.mark.slow
+def test_shard_map_axis_name_on_8_devices() -> None:
+    run_checks_on_8_devices("sharding_shard_map_checks.py")
