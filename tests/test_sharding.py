@@ -9,6 +9,7 @@ shown when anything in it fails. The checks themselves are in
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -53,3 +54,26 @@ def test_jit_named_sharding_on_8_devices() -> None:
 @pytest.mark.slow
 def test_shard_map_axis_name_on_8_devices() -> None:
     run_checks_on_8_devices("sharding_shard_map_checks.py")
+
+
+@pytest.mark.slow
+def test_sharded_benchmark_smoke(tmp_path: Path) -> None:
+    """``benchmarks/bench_sharded.py --quick`` runs and finds only norm reductions for agc."""
+    out = tmp_path / "sharded_update.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "bench_sharded.py"), "--quick"]
+    command += ["--repeats", "1", "--out", str(out)]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    child = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
+    )
+    assert child.returncode == 0, f"{child.stdout}\n{child.stderr}"
+    results = json.loads(out.read_text())
+    ours = [row for row in results["rows"] if row["variant"] == "agc"]
+    assert {row["layout"] for row in ours} == {"unsharded", "fsdp", "tp", "fsdp+tp"}
+    for row in ours:
+        assert row["status"] == "ok", row
+        assert row["all_gathers"] == 0 and set(row["collectives"]) <= {"all-reduce"}, row
+        assert row["sharding_kept"] and row["max_relative_error"] <= 1e-6, row
+        # Norm arrays only: far less than the parameters each device holds.
+        assert row["bytes_across_devices"] < row["param_bytes_per_device"] / 2, row
+    assert "layout" in child.stdout and "bytes/device" in child.stdout
