@@ -4,7 +4,8 @@ The checks need 8 devices, and the number of simulated CPU devices is fixed
 when JAX starts, so each group runs in a child pytest process with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8``; its whole report is
 shown when anything in it fails. The checks themselves are in
-``tests/helpers/sharding_jit_checks.py`` and ``tests/helpers/sharding_shard_map_checks.py``.
+``tests/helpers/sharding_*_checks.py``; ``sharding_docs_checks.py`` runs the code
+of ``docs/scaling_out.md``.
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ def test_jit_named_sharding_on_8_devices() -> None:
 @pytest.mark.slow
 def test_shard_map_axis_name_on_8_devices() -> None:
     run_checks_on_8_devices("sharding_shard_map_checks.py")
+
+
+@pytest.mark.slow
+def test_scaling_out_doc_snippets_on_8_devices() -> None:
+    run_checks_on_8_devices("sharding_docs_checks.py")
 
 
 @pytest.mark.slow

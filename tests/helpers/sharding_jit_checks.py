@@ -14,6 +14,7 @@ HLO reduces only per-unit norm arrays across devices (no all-gather).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 from typing import Any
@@ -44,15 +45,7 @@ def make_mesh(shape: tuple[int, ...], names: tuple[str, ...], axis_type: str) ->
 def mesh_context(mesh: Mesh) -> Any:
     """Explicit meshes are used under ``jax.set_mesh``; Auto ones need no context."""
     explicit = AxisType.Explicit in mesh.axis_types
-    return jax.set_mesh(mesh) if explicit else _null_context()
-
-
-class _null_context:  # noqa: N801
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+    return jax.set_mesh(mesh) if explicit else contextlib.nullcontext()
 
 
 def update_fn(transform: optax.GradientTransformation):
@@ -269,3 +262,18 @@ def test_hlo_check_rejects_gathers_and_large_reductions() -> None:
     common.assert_only_norm_reductions(only_reduce, 16, expect_reduction=True)
     with pytest.raises(AssertionError, match="above 8 elements"):
         common.assert_only_norm_reductions(only_reduce, 8)
+
+
+@pytest.mark.skipif(optax.__version__ != "0.2.8", reason="documents optax 0.2.8's behaviour")
+def test_optax_0_2_8_fails_where_agc_works_under_explicit_fan_in_sharding() -> None:
+    """The README's comparison: optax broadcasts norms to a replicated full shape."""
+    shape, fan_in = common.KERNELS["dense"]
+    mesh = make_mesh(*common.MESH_1D, "explicit")
+    param, grad = common.kernel_and_grad(shape, fan_in)
+    grads, params = jax.device_put(({"k": grad}, {"k": param}), NamedSharding(mesh, P("x", None)))
+    with jax.set_mesh(mesh):
+        ours = update_fn(agc(common.CLIPPING, common.EPS))(grads, params)["k"]
+        with pytest.raises(Exception, match="sharding") as raised:
+            update_fn(optax.adaptive_grad_clip(common.CLIPPING, common.EPS))(grads, params)
+    assert type(raised.value).__name__ == "ShardingTypeError"
+    assert jax.typeof(ours).sharding.spec == P("x", None)
