@@ -1,0 +1,4 @@
+"""A Flax NNX NF-ResNet trained with adaptive gradient clipping (AGC).
+
+Run ``python -m examples.nf_resnet.train --preset smoke`` from the repository root.
+"""
