@@ -380,6 +380,8 @@ def machine_info() -> dict[str, Any]:
         "backend": jax.default_backend(),
         "device_kind": device.device_kind,
         "device_count": jax.device_count(),
+        # Other processes compete for cores and memory bandwidth: record how busy it was.
+        "load_average_1m_at_start": round(os.getloadavg()[0], 2),
     }
 
 
@@ -479,10 +481,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results["targets_met"] = {
         name: tree["targets_met"] for name, tree in results["trees"].items()
     }
+    results["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
     results["all_targets_met"] = all(
         met for tree in results["targets_met"].values() for met in tree.values()
     )
     print(format_table(results))
+    start, end = machine["load_average_1m_at_start"], results["load_average_1m_at_end"]
+    print(f"load average (1 min) at start {start}, at end {end} on {machine['cpu_count']} CPUs")
     out = args.out if args.out is not None else default_out_path(machine)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
