@@ -23,7 +23,7 @@ hits all variants alike; the table reports medians and interquartile ranges.
 
 Run from the repository root::
 
-    python benchmarks/bench_agc.py                    # both trees, ~3 min on 2 CPU cores
+    python benchmarks/bench_agc.py                    # both trees, 1-2.5 min on 2 CPU cores
     python benchmarks/bench_agc.py --tree resnet50 --repeats 50
     python benchmarks/bench_agc.py --quick            # tiny trees, a smoke test
 """
