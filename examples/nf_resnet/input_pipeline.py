@@ -1,0 +1,214 @@
+"""The input pipeline: grain loaders on the host, normalisation and augmentation on device.
+
+The host only shuffles, shards and batches uint8 images with grain (a random-access
+``MapDataset`` sharded by JAX process), whose iterator state is a small JSON object that
+the checkpoint stores, so a resumed run continues mid-epoch exactly. The
+device normalises, randomly crops and flips under ``jit`` (:func:`augment`), and
+:class:`DevicePrefetcher` keeps the next batches on device while a step runs.
+"""
+
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Returns the per-channel mean and standard deviation of uint8 images, in [0, 1] units."""
+    pixels = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+    return pixels.mean(axis=0).astype(np.float32), pixels.std(axis=0).astype(np.float32)
+
+
+def train_dataset(
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    global_batch_size: int,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> grain.MapDataset:
+    """Returns an endless grain dataset of this process's share of every global batch.
+
+    Each process takes every ``process_count``-th record; its records are shuffled afresh
+    every epoch (seeded by ``seed`` and the epoch) and cut into full batches. Shuffling
+    and batching act on indices, and a batch is one NumPy gather, so the host spends well
+    under a second per Fashion-MNIST epoch.
+
+    Args:
+      images: uint8 training images (N, H, W, C).
+      labels: integer labels (N,).
+      global_batch_size: examples per step over all processes.
+      seed: shuffling seed.
+      process_index: this process (``jax.process_index()``).
+      process_count: number of processes (``jax.process_count()``).
+
+    Returns:
+      A ``MapDataset`` of ``{"image", "label"}`` batches; iterate it with
+      :func:`iterate`.
+    """
+    if global_batch_size % process_count:
+        raise ValueError(f"Batch size {global_batch_size} does not divide by "
+                         f"{process_count} processes.")
+    local_batch_size = global_batch_size // process_count
+    indices = grain.MapDataset.range(len(images))[process_index::process_count]
+    if len(indices) < local_batch_size:
+        raise ValueError(f"{len(indices)} training examples per process, fewer than the "
+                         f"batch of {local_batch_size}.")
+    batches = indices.shuffle(seed=seed).batch(local_batch_size, drop_remainder=True)
+    return batches.repeat(None).map(lambda index: {"image": images[index], "label": labels[index]})
+
+
+def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
+    """Returns the number of full global batches in one epoch."""
+    return num_examples // global_batch_size
+
+
+def iterate(dataset: grain.MapDataset, state: dict[str, Any] | None = None) -> Any:
+    """Returns a checkpointable iterator over ``dataset``, restored to ``state`` if given.
+
+    Args:
+      dataset: from :func:`train_dataset`.
+      state: a ``get_state()`` result of an earlier iterator (a small JSON-able dict).
+
+    Returns:
+      A grain ``DatasetIterator``.
+    """
+    options = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
+    iterator = iter(dataset.to_iter_dataset(options))
+    if state is not None:
+        iterator.set_state(state)
+    return iterator
+
+
+class EvalBatch(NamedTuple):
+    """A padded evaluation batch; ``mask`` is 1 for real examples, 0 for padding."""
+
+    image: np.ndarray
+    label: np.ndarray
+    mask: np.ndarray
+
+
+def eval_batches(
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    global_batch_size: int,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> Iterator[EvalBatch]:
+    """Yields this process's slice of every global evaluation batch, the last one padded.
+
+    Args:
+      images: uint8 test images.
+      labels: integer labels.
+      global_batch_size: examples per batch over all processes.
+      process_index: this process.
+      process_count: number of processes.
+
+    Yields:
+      Batches of ``global_batch_size // process_count`` examples.
+    """
+    local = global_batch_size // process_count
+    for start in range(0, len(images), global_batch_size):
+        stop = min(start + global_batch_size, len(images))
+        pad = global_batch_size - (stop - start)
+        image = np.concatenate([images[start:stop], np.zeros((pad, *images.shape[1:]), np.uint8)])
+        label = np.concatenate([labels[start:stop], np.zeros((pad,), labels.dtype)])
+        mask = np.concatenate([np.ones((stop - start,), np.float32), np.zeros((pad,), np.float32)])
+        mine = slice(process_index * local, (process_index + 1) * local)
+        yield EvalBatch(image[mine], label[mine], mask[mine])
+
+
+def normalize(images: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
+    """Maps uint8 images to float32 with zero mean and unit variance per channel."""
+    return (images.astype(jnp.float32) / 255.0 - mean) / std
+
+
+def augment(rng: jax.Array, images: jax.Array, padding: int, flip: bool) -> jax.Array:
+    """Random crop after zero padding, and random horizontal flip, per example.
+
+    Args:
+      rng: a PRNG key.
+      images: normalised NHWC images.
+      padding: pixels of zero padding on each side before the crop; 0 for no crop.
+      flip: whether to flip half of the images left to right.
+
+    Returns:
+      Augmented images of the same shape.
+    """
+    n, h, w, _ = images.shape
+    crop_rng, flip_rng = jax.random.split(rng)
+    if padding:
+        padded = jnp.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+        offsets = jax.random.randint(crop_rng, (n, 2), 0, 2 * padding + 1)
+        crop = lambda image, o: jax.lax.dynamic_slice(  # noqa: E731
+            image, (o[0], o[1], 0), (h, w, image.shape[-1])
+        )
+        images = jax.vmap(crop)(padded, offsets)
+    if flip:
+        flips = jax.random.bernoulli(flip_rng, 0.5, (n, 1, 1, 1))
+        images = jnp.where(flips, images[:, :, ::-1], images)
+    return images
+
+
+class DevicePrefetcher:
+    """Moves batches to devices in a background thread, a few steps ahead.
+
+    Each batch comes with the loader's state *after* it was read, so the state of the
+    last batch handed out is what a checkpoint must store: resuming from it yields exactly
+    the batches that were not consumed yet.
+    """
+
+    def __init__(self, host_iterator: Any, sharding: jax.sharding.Sharding, size: int = 2):
+        """Starts prefetching.
+
+        Args:
+          host_iterator: a grain iterator (from :func:`iterate`) of dicts of NumPy arrays.
+          sharding: the sharding of the global batch (split over the batch axis).
+          size: how many batches to keep ready.
+        """
+        self._iterator = host_iterator
+        self._sharding = sharding
+        self._queue: queue.Queue = queue.Queue(maxsize=size)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for batch in self._iterator:
+                state = self._iterator.get_state()
+                device_batch = jax.tree.map(
+                    lambda x: jax.make_array_from_process_local_data(self._sharding, x), batch
+                )
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put((device_batch, state), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+        except Exception as e:  # Re-raised in the consumer's thread.
+            self._queue.put((e, None))
+
+    def __iter__(self) -> "DevicePrefetcher":
+        return self
+
+    def __next__(self) -> tuple[dict[str, jax.Array], dict[str, Any]]:
+        """Returns the next device batch and the loader state after it."""
+        batch, state = self._queue.get()
+        if isinstance(batch, Exception):
+            raise batch
+        return batch, state
+
+    def close(self) -> None:
+        """Stops the background thread."""
+        self._stop.set()
+        self._thread.join(timeout=5)
