@@ -16,7 +16,10 @@ import pytest
 DOC = Path(__file__).resolve().parents[2] / "docs" / "scaling_out.md"
 
 
-@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 simulated devices")
+@pytest.mark.skipif(
+    jax.device_count() < 8,
+    reason="needs 8 devices: XLA_FLAGS=--xla_force_host_platform_device_count=8",
+)
 def test_scaling_out_snippets_run() -> None:
     text = DOC.read_text()
     blocks = re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
