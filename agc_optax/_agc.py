@@ -11,7 +11,7 @@ the unit's fan-in axes (see :mod:`agc_optax._unit_axes`).
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -22,6 +22,8 @@ import optax
 from agc_optax import _exclude, _paths, _unit_axes
 
 AxisName = Hashable | Sequence[Hashable] | None
+# One name or tuple for every leaf, or a rule ``(path, leaf) -> names`` per leaf.
+AxisNameSpec = AxisName | Callable[[str, Any], AxisName]
 
 
 class AGCState(NamedTuple):
@@ -132,17 +134,21 @@ class _LeafPlan(NamedTuple):
     axes: tuple[int, ...]
     excluded: bool
     num_units: int
+    axis_name: AxisName
 
 
-def _plan(paths: list[str], params: list[Any], unit_axes: Any, exclude: Any) -> list[_LeafPlan]:
-    """Decides, per leaf and at trace time, its fan-in axes and whether it is clipped."""
+def _plan(
+    paths: list[str], params: list[Any], unit_axes: Any, exclude: Any, axis_name: AxisNameSpec
+) -> list[_LeafPlan]:
+    """Decides, per leaf and at trace time, its fan-in axes, psum axes and whether it is clipped."""
     excluded = _exclude.resolve_exclude(exclude, paths, params)
     axes = _unit_axes.resolve_unit_axes(unit_axes, paths, params)
     plans = []
     for path, param, leaf_axes, skip in zip(paths, params, axes, excluded, strict=True):
         shape = jnp.shape(param)
         units = math.prod(n for i, n in enumerate(shape) if i not in leaf_axes)
-        plans.append(_LeafPlan(path, leaf_axes, skip or math.prod(shape) == 0, units))
+        names = axis_name(path, param) if callable(axis_name) else axis_name
+        plans.append(_LeafPlan(path, leaf_axes, skip or math.prod(shape) == 0, units, names))
     return plans
 
 
@@ -161,7 +167,7 @@ def agc(
     unit_axes: _unit_axes.UnitAxesSpec = None,
     exclude: _exclude.ExcludeSpec = None,
     track_stats: bool = False,
-    axis_name: AxisName = None,
+    axis_name: AxisNameSpec = None,
 ) -> optax.GradientTransformation:
     """Adaptive Gradient Clipping: clips each unit's gradient relative to its weights.
 
@@ -194,8 +200,10 @@ def agc(
             is ``optax.EmptyState()`` and no extra work is done.
         axis_name: mesh axis name(s) over which parameters are split *inside*
             ``shard_map``/``pmap``; squared norms are summed over them with
-            ``psum`` so each device clips with the global unit norms. Not needed
-            under ``jax.jit`` with sharded arrays.
+            ``psum`` so each device clips with the global unit norms: one name
+            or tuple for every leaf, or a callable ``(path, leaf) -> names`` (None
+            for a leaf whose fan-in is whole on every device) when leaves are
+            split differently. Not needed under ``jax.jit`` with sharded arrays.
 
     Returns:
         An ``optax.GradientTransformation``. Its ``update(updates, state,
@@ -216,7 +224,7 @@ def agc(
 
     def init_fn(params: optax.Params) -> optax.OptState:
         paths, leaves, _ = _paths.flatten_with_path_strings(params)
-        plans = _plan(paths, leaves, unit_axes, exclude)  # Fails early on bad arguments.
+        plans = _plan(paths, leaves, unit_axes, exclude, axis_name)  # Fails early on bad args.
         return _initial_stats(plans) if track_stats else optax.EmptyState()
 
     def update_fn(
@@ -225,14 +233,16 @@ def agc(
         if params is None:
             raise ValueError(_NO_PARAMS_MSG)
         paths, grads, param_leaves, treedef = _flatten_pair(updates, params)
-        plans = _plan(paths, param_leaves, unit_axes, exclude)
+        plans = _plan(paths, param_leaves, unit_axes, exclude, axis_name)
         clipped_grads, clipped_counts = [], {}
         for plan, grad, param in zip(plans, grads, param_leaves, strict=True):
             if plan.excluded:
                 clipped_grads.append(grad)
                 continue
             _check_leaf_pair(plan.path, grad, param)
-            new_grad, clipped = _clip_leaf(grad, param, plan.axes, clipping, eps, axis_name)
+            new_grad, clipped = _clip_leaf(
+                grad, param, plan.axes, clipping, eps, plan.axis_name
+            )
             clipped_grads.append(new_grad)
             if track_stats:
                 clipped_counts[plan.path] = jnp.sum(clipped, dtype=jnp.int32)
@@ -265,7 +275,7 @@ def clip_grads(
     *,
     unit_axes: _unit_axes.UnitAxesSpec = None,
     exclude: _exclude.ExcludeSpec = None,
-    axis_name: AxisName = None,
+    axis_name: AxisNameSpec = None,
 ) -> optax.Updates:
     """AGC as a pure function: the gradients with every over-large unit rescaled.
 

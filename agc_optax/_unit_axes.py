@@ -26,7 +26,8 @@ OUTPUT_FIRST = "output_first"
 INJECT_HINT = (
     "optax.inject_hyperparams treats every callable argument as a schedule and "
     "every int as a traced hyperparameter; keep agc's structural arguments static: "
-    "optax.inject_hyperparams(agc, static_args=('unit_axes', 'exclude', 'axis'))(...)."
+    "optax.inject_hyperparams(agc, static_args=('unit_axes', 'exclude', 'axis', "
+    "'axis_name'))(...)."
 )
 _MISSING = object()
 

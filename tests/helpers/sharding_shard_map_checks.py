@@ -176,3 +176,29 @@ def test_model_tree_and_stats_in_shard_map(axis_type: str) -> None:
     )(*placed)
     for name in leaves:
         common.assert_close_relative(functional[name], expected[name], common.SHARDED_RTOL)
+
+
+def test_per_leaf_axis_name_keeps_eps_for_replicated_leaves() -> None:
+    """A kernel split over "data" and a bias replicated on it, in one agc.
+
+    A single axis_name for both would psum the replicated bias's squared norm
+    8 times, which changes the ε comparison (the bias is below ε here).
+    """
+    mesh = make_mesh((8,), ("data",), "auto")
+    rng = np.random.default_rng(0)
+    params = {"kernel": rng.normal(0, 0.05, (64, 16)).astype(np.float32),
+              "bias": np.full(16, 1e-4, np.float32)}
+    grads = {"kernel": rng.normal(0, 1e-3, (64, 16)).astype(np.float32),
+             "bias": np.full(16, 1e-5, np.float32)}
+    specs = {"kernel": P("data", None), "bias": P()}
+    transform = agc(0.01, axis_name=lambda path, leaf: "data" if path == "kernel" else None)
+    blockwise = jax.jit(jax.shard_map(
+        lambda g, p: transform.update(g, transform.init(p), p)[0],
+        mesh=mesh, in_specs=(specs, specs), out_specs=specs))(grads, params)
+    whole = agc(0.01)
+    expected = jax.jit(lambda g, p: whole.update(g, optax.EmptyState(), p)[0])(grads, params)
+    for key in params:
+        np.testing.assert_allclose(np.asarray(blockwise[key]), np.asarray(expected[key]),
+                                   rtol=1e-6, err_msg=key)
+    # The bias is clipped (‖g‖ = 4e-5 > 0.01 · ε = 1e-5) to exactly λ·ε.
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(blockwise["bias"])), 1e-5, rtol=1e-5)
