@@ -1,0 +1,85 @@
+"""The experiment driver: resumes a half-finished grid, regenerates figures from stored runs."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import pytest
+
+from examples.nf_resnet import experiments
+
+TINY = experiments.Experiment(
+    name="tiny",
+    question="Two smoke runs, with and without AGC.",
+    preset="smoke",
+    common_flags=("--steps", "6", "--train-examples", "512", "--log-every-steps", "2"),
+    runs=(
+        experiments.Run("agc", ("--clipping", "0.16"), {"clip": "AGC λ=0.16"}),
+        experiments.Run("none", ("--clipping", "0"), {"clip": "no clipping"}),
+    ),
+)
+
+
+@pytest.mark.slow
+def test_driver_resumes_a_half_finished_grid_and_reports_from_stored_runs(tmp_path):
+    launched = []
+
+    def counting_launch(command, workdir):
+        launched.append(workdir.name)
+        return experiments._launch_subprocess(command, workdir)
+
+    runs_dir = tmp_path / "runs"
+    first = experiments.run_experiment(TINY, runs_dir, only=["agc"], launch=counting_launch)
+    assert first == {"agc": "ran"}, (runs_dir / "tiny/agc/train.log").read_text()
+    summary_before = (runs_dir / "tiny/agc/summary.json").read_text()
+
+    second = experiments.run_experiment(TINY, runs_dir, launch=counting_launch)
+    assert second == {"agc": "done", "none": "ran"}
+    assert launched == ["agc", "none"]  # the finished run was not launched again
+    assert (runs_dir / "tiny/agc/summary.json").read_text() == summary_before
+
+    # Figures come from the stored files alone: copy them elsewhere and report from there.
+    stored = tmp_path / "stored"
+    for run in ("agc", "none"):
+        (stored / "tiny" / run).mkdir(parents=True)
+        for name in ("metrics.jsonl", "summary.json"):
+            source = runs_dir / "tiny" / run / name
+            (stored / "tiny" / run / name).write_bytes(source.read_bytes())
+    figures = tmp_path / "figures"
+    written = experiments.report_experiment(TINY, stored, figures, kind="with_without_agc")
+    assert {p.name for p in written} == {"tiny.png", "tiny.md"}
+    assert (figures / "tiny.png").stat().st_size > 10_000
+    table = (figures / "tiny.md").read_text()
+    assert "AGC λ=0.16" in table and "no clipping" in table
+    summary = json.loads(summary_before)
+    assert f"{summary['final_test_accuracy']:.4f}" in table
+
+
+def test_report_without_runs_says_what_to_run(tmp_path):
+    with pytest.raises(FileNotFoundError, match="experiments run tiny"):
+        experiments.report_experiment(TINY, tmp_path, tmp_path / "figures")
+
+
+def test_unknown_run_name_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="No run named"):
+        experiments.run_experiment(TINY, tmp_path, only=["typo"], dry_run=True)
+
+
+def test_every_named_experiment_is_well_formed():
+    for name, build in experiments.EXPERIMENTS.items():
+        experiment = build()
+        assert experiment.name == name
+        assert name in experiments.REPORTS
+        names = [run.name for run in experiment.runs]
+        assert len(names) == len(set(names))
+        command = experiment.command(experiment.runs[0], pathlib.Path("w"))
+        assert command[1:3] == ["-m", "examples.nf_resnet.train"]
+
+
+def test_grids_cover_the_issue(tmp_path):
+    sweep = experiments.EXPERIMENTS["clipping_sweep"]()
+    pairs = {(r.labels["batch_size"], r.labels["clipping"]) for r in sweep.runs}
+    assert pairs == {(b, c) for b in (256, 1024, 4096) for c in experiments.CLIPPINGS}
+    large = experiments.EXPERIMENTS["large_batch"]()
+    assert {r.labels["batch_size"] for r in large.runs} == {256, 1024, 4096}
