@@ -1,0 +1,22 @@
+"""The CPU preset: full Fashion-MNIST in about 10 minutes on 2 CPU cores, ≥ 0.92 accuracy.
+
+Run it from the repository root::
+
+    python -m examples.nf_resnet.train --preset cpu --workdir runs/cpu
+"""
+
+from examples.nf_resnet.configs.base import TrainConfig
+
+
+def get_config() -> TrainConfig:
+    """Returns the CPU preset."""
+    return TrainConfig(
+        model="nf_resnet_cpu",
+        batch_size=128,
+        lr=0.8,
+        warmup_epochs=0.5,
+        epochs=10,
+        clipping=0.16,
+        weight_decay=5e-5,
+        log_every_steps=50,
+    )

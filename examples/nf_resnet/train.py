@@ -1,0 +1,406 @@
+"""Trains an NF-ResNet with AGC, data-parallel over every device JAX sees.
+
+    python -m examples.nf_resnet.train --preset cpu --workdir runs/cpu
+
+Read :func:`train_and_evaluate` top to bottom for the whole run. :func:`train_step` and
+:func:`eval_step` are pure and jitted; logging, checkpointing and the progress bar live in
+the loop around them.
+"""
+
+import dataclasses
+import functools
+import json
+import logging
+import os
+import pathlib
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import agc_optax
+from examples.nf_resnet import checkpointing, cli, datasets, input_pipeline, models, reporting
+from examples.nf_resnet.configs import TrainConfig
+
+
+class TrainState(NamedTuple):
+    """What a training step reads and writes (and a checkpoint stores)."""
+
+    step: jax.Array
+    params: nnx.State
+    opt_state: optax.OptState
+
+
+@dataclasses.dataclass(frozen=True)
+class StepContext:
+    """The constants a step closes over: the model's structure and the data statistics.
+
+    Attributes:
+      graphdef: the model's static structure.
+      rest: the model's non-parameter state (its random streams, reseeded every step).
+      tx: the optimizer.
+      key: the root key of per-step augmentation and dropout randomness.
+      mean: per-channel pixel mean, in [0, 1] units.
+      std: per-channel pixel standard deviation.
+      config: the run's configuration.
+    """
+
+    graphdef: nnx.GraphDef
+    rest: nnx.State
+    tx: optax.GradientTransformation
+    key: jax.Array
+    mean: np.ndarray
+    std: np.ndarray
+    config: TrainConfig
+
+
+def compute_dtype(name: str) -> jnp.dtype:
+    """Resolves ``--dtype``: ``auto`` is bfloat16 on GPU/TPU and float32 on CPU."""
+    if name == "auto":
+        return jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32
+    return jnp.dtype(name)
+
+
+def create_model(config: TrainConfig, num_classes: int, in_features: int,
+                 rngs: nnx.Rngs) -> models.NFResNet:
+    """Builds the configured NF-ResNet (float32 parameters, configured compute dtype)."""
+    if config.model not in models.VARIANTS:
+        raise ValueError(f"Unknown model {config.model!r}; choose from {sorted(models.VARIANTS)}.")
+    return models.NFResNet(
+        models.VARIANTS[config.model], num_classes, in_features=in_features,
+        activation=config.activation, se_ratio=config.se_ratio,
+        drop_path_rate=config.drop_path_rate, dropout_rate=config.dropout_rate,
+        dtype=compute_dtype(config.dtype), rngs=rngs,
+    )
+
+
+def weight_decay_mask(params: nnx.State) -> Any:
+    """Marks the kernels (conv and dense weights) for weight decay; not gains or biases."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: agc_optax.path_to_str(path).endswith("kernel"), params)
+
+
+def create_optimizer(config: TrainConfig, total_steps: int,
+                     steps_per_epoch: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """Returns ``agc → [clip_by_global_norm] → weight decay → SGD-Nesterov`` and its schedule.
+
+    The peak learning rate is ``lr · batch_size / 256``, reached by a linear warm-up and
+    followed by cosine decay to 0. AGC leaves the classifier alone (``exclude=``) and
+    tracks the fraction of clipped units.
+    """
+    peak = config.lr * config.batch_size / 256
+    warmup = min(round(config.warmup_epochs * steps_per_epoch), total_steps - 1)
+    schedule = optax.warmup_cosine_decay_schedule(0.0, peak, warmup, total_steps, 0.0)
+    parts = []
+    if config.clipping > 0:
+        parts.append(agc_optax.agc(config.clipping, config.agc_eps,
+                                   exclude=config.agc_exclude, track_stats=True))
+    if config.clip_global_norm > 0:
+        parts.append(optax.clip_by_global_norm(config.clip_global_norm))
+    parts += [
+        optax.add_decayed_weights(config.weight_decay, mask=weight_decay_mask),
+        optax.sgd(schedule, momentum=config.momentum, nesterov=True),
+    ]
+    return optax.chain(*parts), schedule
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: float = 0.0) -> jax.Array:
+    """Per-example softmax cross-entropy against (optionally smoothed) one-hot labels."""
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), smoothing)
+    return optax.softmax_cross_entropy(logits, targets)
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array],
+               ctx: StepContext) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One SGD step on a global batch: augment, forward, backward, clip, update.
+
+    Args:
+      state: the current state (replicated).
+      batch: ``{"image": uint8 NHWC, "label": int}``, sharded over the batch axis.
+      ctx: the step's constants.
+
+    Returns:
+      The new state and the step's ``loss``, ``accuracy`` and ``clip_fraction``.
+    """
+    config = ctx.config
+    aug_rng, dropout_rng = jax.random.split(jax.random.fold_in(ctx.key, state.step))
+    images = input_pipeline.normalize(batch["image"], ctx.mean, ctx.std)
+    images = input_pipeline.augment(aug_rng, images, config.crop_padding, config.flip)
+
+    def loss_fn(params):
+        # A copy, so reseeding the random streams does not touch the constants in ctx.
+        model = nnx.merge(ctx.graphdef, params, ctx.rest, copy=True)
+        nnx.reseed(model, dropout=dropout_rng)
+        logits = model(images)
+        return jnp.mean(cross_entropy(logits, batch["label"], config.label_smoothing)), logits
+
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = ctx.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    clip_fraction = optax.tree_utils.tree_get(opt_state, "clip_fraction")
+    metrics = {
+        "loss": loss,
+        "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
+        "clip_fraction": jnp.nan if clip_fraction is None else clip_fraction,
+    }
+    return TrainState(state.step + 1, params, opt_state), metrics
+
+
+def eval_step(params: nnx.State, batch: dict[str, jax.Array],
+              ctx: StepContext) -> dict[str, jax.Array]:
+    """Returns the summed loss, correct predictions and example count of a padded batch."""
+    model = nnx.view(nnx.merge(ctx.graphdef, params, ctx.rest), deterministic=True)
+    logits = model(input_pipeline.normalize(batch["image"], ctx.mean, ctx.std))
+    mask = batch["mask"]
+    return {
+        "loss": jnp.sum(cross_entropy(logits, batch["label"]) * mask),
+        "correct": jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * mask),
+        "count": jnp.sum(mask),
+    }
+
+
+def evaluate(eval_fn: Any, params: nnx.State, data: datasets.ImageDataset,
+             config: TrainConfig, sharding: NamedSharding) -> dict[str, float]:
+    """Returns ``test_loss`` and ``test_accuracy`` over the whole test set."""
+    totals = {"loss": 0.0, "correct": 0.0, "count": 0.0}
+    for batch in input_pipeline.eval_batches(
+        data.test_images, data.test_labels, global_batch_size=config.eval_batch_size,
+        process_index=jax.process_index(), process_count=jax.process_count(),
+    ):
+        device_batch = {k: jax.make_array_from_process_local_data(sharding, v)
+                        for k, v in batch._asdict().items()}
+        for k, v in jax.device_get(eval_fn(params, device_batch)).items():
+            totals[k] += float(v)
+    return {"test_loss": totals["loss"] / totals["count"],
+            "test_accuracy": totals["correct"] / totals["count"]}
+
+
+def load_data(config: TrainConfig) -> datasets.ImageDataset:
+    """Loads the dataset, cut to the configured number of examples."""
+    data = datasets.load(config.dataset, config.data_dir)
+    train, test = slice(config.train_examples), slice(config.test_examples)
+    return data._replace(train_images=data.train_images[train],
+                         train_labels=data.train_labels[train],
+                         test_images=data.test_images[test], test_labels=data.test_labels[test])
+
+
+class _StopRequest:
+    """Turns the first Ctrl-C into a request to checkpoint and stop; a second one aborts."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.getsignal(signal.SIGINT)
+
+    def __enter__(self) -> "_StopRequest":
+        signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc_info: Any) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+
+def _mean_metrics(history: list[dict[str, jax.Array]]) -> dict[str, float]:
+    """Fetches and averages the per-step metrics of a logging interval (one device sync)."""
+    fetched = jax.device_get(history)
+    return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+
+
+def _log_progress(progress: reporting.Progress, step: int, record: dict[str, Any]) -> None:
+    progress.update(step, loss=record["train_loss"], acc=record["train_accuracy"],
+                    img_s=record["images_per_second"])
+
+
+def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path,
+                       resume: bool = False) -> dict[str, Any]:
+    """Trains and evaluates a model, writing metrics, checkpoints and a summary to workdir.
+
+    Args:
+      config: the run's configuration.
+      workdir: the output directory (``metrics.jsonl``, ``summary.json``, ``checkpoints/``).
+      resume: continue from the newest checkpoint in ``workdir`` if there is one.
+
+    Returns:
+      The summary that is also written to ``summary.json``.
+    """
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    wall_start = time.monotonic()
+    is_main = jax.process_index() == 0
+
+    # Devices: a 1-D mesh, batches split over it, parameters replicated.
+    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+    batch_sharding, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+    for name in ("batch_size", "eval_batch_size"):
+        if getattr(config, name) % jax.device_count():
+            raise ValueError(f"--{name.replace('_', '-')} {getattr(config, name)} does not "
+                             f"divide by the {jax.device_count()} devices.")
+
+    # Data.
+    data = load_data(config)
+    mean, std = input_pipeline.channel_stats(data.train_images)
+    steps_per_epoch = input_pipeline.steps_per_epoch(len(data.train_images), config.batch_size)
+    total_steps = config.steps or config.epochs * steps_per_epoch
+    train_ds = input_pipeline.train_dataset(
+        data.train_images, data.train_labels, global_batch_size=config.batch_size,
+        seed=config.seed, process_index=jax.process_index(),
+        process_count=jax.process_count())
+
+    # Model, optimizer and the jitted steps.
+    init_key, step_key = jax.random.split(jax.random.key(config.seed))
+    model = create_model(config, data.num_classes, data.train_images.shape[-1],
+                         nnx.Rngs(params=init_key, dropout=0))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    tx, schedule = create_optimizer(config, total_steps, steps_per_epoch)
+    ctx = StepContext(graphdef, rest, tx, step_key, mean, std, config)
+    state = jax.device_put(TrainState(jnp.zeros((), jnp.int32), params, tx.init(params)),
+                           replicated)
+    train_fn = jax.jit(functools.partial(train_step, ctx=ctx),
+                       in_shardings=(replicated, batch_sharding),
+                       out_shardings=(replicated, replicated), donate_argnums=0)
+    eval_fn = jax.jit(functools.partial(eval_step, ctx=ctx),
+                      in_shardings=(replicated, batch_sharding), out_shardings=replicated)
+
+    # Resume.
+    checkpointer = checkpointing.Checkpointer(workdir / "checkpoints")
+    data_state = None
+    start_step = checkpointer.latest_step() if resume else None
+    if start_step is not None:
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+        state, data_state = checkpointer.restore(start_step, abstract)
+    start_step = start_step or 0
+    data_iterator = input_pipeline.iterate(train_ds, data_state)
+    data_state = data_iterator.get_state()
+    batches = input_pipeline.DevicePrefetcher(data_iterator, batch_sharding)
+    writer = reporting.MetricsWriter(workdir, resume_step=start_step if resume else None)
+    progress = reporting.Progress(total_steps, start_step, enabled=is_main)
+    progress.message(
+        f"{config.model}: {sum(x.size for x in jax.tree.leaves(params)):,} parameters, "
+        f"{total_steps} steps of {config.batch_size} on {jax.device_count()} "
+        f"{jax.devices()[0].device_kind} device(s), starting at step {start_step}.")
+
+    step, diverged, interrupted, history = start_step, False, False, []
+    evals: list[dict[str, Any]] = []
+    timer_start, timer_step = None, start_step  # Set after the first (compiling) step.
+    interval_start, interval_step = time.monotonic(), start_step
+    try:
+        with _StopRequest() as stop:
+            while step < total_steps and not stop.requested:
+                batch, next_data_state = next(batches)
+                state, metrics = train_fn(state, batch)
+                step, data_state = step + 1, next_data_state
+                history.append(metrics)
+                if timer_start is None:
+                    jax.block_until_ready(metrics)
+                    timer_start, timer_step = time.monotonic(), step
+                    interval_start, interval_step = timer_start, step
+                if step % config.log_every_steps == 0 or step == total_steps:
+                    means = _mean_metrics(history)
+                    now = time.monotonic()
+                    record = {
+                        "step": step, "epoch": step / steps_per_epoch,
+                        "train_loss": means["loss"], "train_accuracy": means["accuracy"],
+                        "learning_rate": float(schedule(step - 1)),
+                        "clip_fraction": means["clip_fraction"],
+                        "images_per_second": (step - interval_step) * config.batch_size
+                        / max(now - interval_start, 1e-9),
+                    }
+                    history, interval_start, interval_step = [], now, step
+                    if is_main:
+                        writer.write(record)
+                    _log_progress(progress, step, record)
+                    if not np.isfinite(record["train_loss"]):
+                        diverged = True
+                        progress.message(f"Training diverged at step {step} (loss "
+                                         f"{record['train_loss']}); stopping.")
+                        break
+                if step % steps_per_epoch == 0 or step == total_steps:
+                    result = {"step": step, "epoch": step / steps_per_epoch,
+                              **evaluate(eval_fn, state.params, data, config, batch_sharding)}
+                    evals.append(result)
+                    if is_main:
+                        writer.write(result)
+                    progress.message(f"step {step}: test_loss={result['test_loss']:.4f} "
+                                     f"test_accuracy={result['test_accuracy']:.4f}")
+                    checkpointer.save(step, state, data_state)
+            if stop.requested:
+                interrupted = True
+                progress.message(f"Interrupted: saving a checkpoint at step {step}; "
+                                 "continue with --resume.")
+                checkpointer.save(step, state, data_state)
+    finally:
+        batches.close()
+        checkpointer.close()
+        progress.close()
+
+    elapsed = time.monotonic() - (timer_start or time.monotonic())
+    summary = {
+        "final_test_accuracy": evals[-1]["test_accuracy"] if evals else None,
+        "final_test_loss": evals[-1]["test_loss"] if evals else None,
+        "best_test_accuracy": max((e["test_accuracy"] for e in evals), default=None),
+        "steps": step,
+        "wall_seconds": time.monotonic() - wall_start,
+        "images_per_second": (step - timer_step) * config.batch_size / elapsed if elapsed else None,
+        "device_kind": jax.devices()[0].device_kind,
+        "num_devices": jax.device_count(),
+        "num_processes": jax.process_count(),
+        "num_params": int(sum(x.size for x in jax.tree.leaves(params))),
+        "diverged": diverged,
+        "interrupted": interrupted,
+        "resumed_from_step": start_step if resume else None,
+        "jax_version": jax.__version__,
+        "config": dataclasses.asdict(config),
+    }
+    if is_main:
+        (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def maybe_initialize_distributed() -> None:
+    """Calls ``jax.distributed.initialize()`` on a multi-host launch (SLURM, TPU pod, ...).
+
+    A launch counts as multi-host when ``JAX_COORDINATOR_ADDRESS`` is set or a cluster
+    manager reports more than one task; JAX then discovers the rest itself.
+    """
+    multi_host = any(int(os.environ.get(v, "1") or 1) > 1
+                     for v in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "JAX_NUM_PROCESSES"))
+    if multi_host or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        jax.distributed.initialize()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit status (130 when interrupted)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr,
+                        force=True)
+    for noisy in ("absl", "orbax", "jax"):  # Their INFO lines would drown the progress lines.
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    config, workdir, resume = cli.parse(argv)
+    maybe_initialize_distributed()
+    summary = train_and_evaluate(config, workdir, resume=resume)
+    if summary["diverged"]:  # A finding, not a failure: grids of runs expect some.
+        logging.info("The run diverged (non-finite loss); see %s/summary.json.", workdir)
+        return 0
+    if summary["interrupted"]:
+        return 130
+    logging.info("final test accuracy %.4f, best %.4f, %.0f images/s, %.0f s",
+                 summary["final_test_accuracy"], summary["best_test_accuracy"],
+                 summary["images_per_second"], summary["wall_seconds"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""The NF-ResNet example's training loop on a real Fashion-MNIST subset.
+
+Needs Fashion-MNIST (Debian's dataset-fashion-mnist, $AGC_OPTAX_DATA or the cache); the
+tests are skipped when it is missing, since nothing can be downloaded in CI.
+"""
+
+import dataclasses
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from examples.nf_resnet import configs, datasets, train
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TRAIN_FIELDS = {"step", "train_loss", "train_accuracy", "learning_rate", "clip_fraction",
+                "images_per_second"}
+EVAL_FIELDS = {"step", "epoch", "test_loss", "test_accuracy"}
+SUMMARY_FIELDS = {"final_test_accuracy", "best_test_accuracy", "steps", "wall_seconds",
+                  "images_per_second", "device_kind", "num_devices", "diverged", "config"}
+
+# 1024 training examples in batches of 64: 16 steps per epoch.
+TINY = dataclasses.replace(configs.get_config("smoke"), train_examples=1024, test_examples=500,
+                           batch_size=64, eval_batch_size=250, steps=24, log_every_steps=4)
+
+pytestmark = pytest.mark.skipif(datasets.locate("fashion_mnist") is None,
+                                reason="Fashion-MNIST is not installed")
+
+
+def read_metrics(workdir: pathlib.Path) -> tuple[list[dict], list[dict]]:
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return ([r for r in records if "train_loss" in r], [r for r in records if "test_loss" in r])
+
+
+def saved_params(workdir: pathlib.Path, step: int) -> list[np.ndarray]:
+    """The parameters of a checkpoint, as NumPy arrays, whatever devices saved them."""
+    path = (workdir / "checkpoints" / str(step) / "state").absolute()
+    checkpointer = ocp.StandardCheckpointer()
+    metadata = checkpointer.metadata(path).item_metadata
+    target = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), metadata)
+    restored = checkpointer.restore(path, target)
+    return [np.asarray(x) for x in jax.tree.leaves(restored["params"])]
+
+
+@pytest.mark.slow
+def test_smoke_training_lowers_the_loss_and_writes_every_file(tmp_path):
+    config = dataclasses.replace(TINY, steps=48)
+    summary = train.train_and_evaluate(config, tmp_path)
+    records, evals = read_metrics(tmp_path)
+    assert all(TRAIN_FIELDS <= r.keys() for r in records)
+    assert all(EVAL_FIELDS <= r.keys() for r in evals)
+    assert [r["step"] for r in evals] == [16, 32, 48]
+    assert records[-1]["train_loss"] < records[0]["train_loss"] - 0.3
+    assert 0 < records[-1]["clip_fraction"] < 1
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    assert SUMMARY_FIELDS <= summary.keys()
+    assert summary["steps"] == 48 and not summary["diverged"] and summary["num_devices"] == 1
+    assert summary["final_test_accuracy"] > 0.2  # Chance is 0.1; 48 steps of a tiny model.
+    assert summary["config"]["batch_size"] == 64
+
+
+@pytest.mark.slow
+def test_resume_after_ctrl_c_ends_with_the_uninterrupted_parameters(tmp_path, monkeypatch):
+    uninterrupted = train.train_and_evaluate(TINY, tmp_path / "a")
+
+    log_progress = train._log_progress
+
+    def press_ctrl_c_at_step_8(progress, step, record):
+        log_progress(progress, step, record)
+        if step == 8:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(train, "_log_progress", press_ctrl_c_at_step_8)
+    interrupted = train.train_and_evaluate(TINY, tmp_path / "b")
+    assert interrupted["interrupted"] and interrupted["steps"] == 8
+    monkeypatch.undo()
+    resumed = train.train_and_evaluate(TINY, tmp_path / "b", resume=True)
+
+    assert resumed["resumed_from_step"] == 8 and resumed["steps"] == 24
+    for a, b in zip(saved_params(tmp_path / "a", 24), saved_params(tmp_path / "b", 24),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert resumed["final_test_accuracy"] == uninterrupted["final_test_accuracy"]
+    records_a, _ = read_metrics(tmp_path / "a")
+    records_b, _ = read_metrics(tmp_path / "b")
+    assert [r["step"] for r in records_b] == [r["step"] for r in records_a]
+    assert [r["train_loss"] for r in records_b] == [r["train_loss"] for r in records_a]
+
+
+@pytest.mark.parametrize("flags", [["--clipping", "0"],
+                                   ["--clipping", "0", "--clip-global-norm", "1.0"],
+                                   ["--clip-global-norm", "0.5"]])
+def test_agc_off_and_the_global_norm_baseline_run_from_the_command_line(tmp_path, flags):
+    argv = ["--preset", "smoke", "--steps", "4", "--train-examples", "512",
+            "--log-every-steps", "2", "--workdir", str(tmp_path), *flags]
+    assert train.main(argv) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    records, _ = read_metrics(tmp_path)
+    assert summary["steps"] == 4 and np.isfinite(records[-1]["train_loss"])
+    agc_on = "--clipping" not in flags
+    assert (records[-1]["clip_fraction"] is not None) == agc_on
+    assert summary["config"]["clip_global_norm"] == (0.0 if "--clip-global-norm" not in flags
+                                                     else float(flags[-1]))
+
+
+def test_a_non_finite_loss_stops_the_run_cleanly(tmp_path):
+    config = dataclasses.replace(TINY, lr=1e30, clipping=0.0, steps=8, log_every_steps=1)
+    summary = train.train_and_evaluate(config, tmp_path)
+    assert summary["diverged"] and summary["steps"] < 8
+
+
+@pytest.mark.slow
+def test_eight_simulated_devices_match_one_device(tmp_path):
+    flags = ["--preset", "smoke", "--steps", "1", "--train-examples", "1024",
+             "--log-every-steps", "1"]
+    assert train.main([*flags, "--workdir", str(tmp_path / "one")]) == 0
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+           "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-m", "examples.nf_resnet.train", *flags,
+         "--workdir", str(tmp_path / "eight")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "eight" / "summary.json").read_text())
+    assert summary["num_devices"] == 8
+    (one,), _ = read_metrics(tmp_path / "one")
+    (eight,), _ = read_metrics(tmp_path / "eight")
+    np.testing.assert_allclose(eight["train_loss"], one["train_loss"], rtol=1e-5)
+    for a, b in zip(saved_params(tmp_path / "one", 1), saved_params(tmp_path / "eight", 1),
+                    strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
