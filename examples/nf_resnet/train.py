@@ -354,7 +354,9 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path,
         "best_test_accuracy": max((e["test_accuracy"] for e in evals), default=None),
         "steps": step,
         "wall_seconds": time.monotonic() - wall_start,
-        "images_per_second": (step - timer_step) * config.batch_size / elapsed if elapsed else None,
+        # Excludes the first, compiling step; None when no other step ran.
+        "images_per_second": ((step - timer_step) * config.batch_size / elapsed
+                              if step > timer_step and elapsed else None),
         "device_kind": jax.devices()[0].device_kind,
         "num_devices": jax.device_count(),
         "num_processes": jax.process_count(),
@@ -396,9 +398,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if summary["interrupted"]:
         return 130
-    logging.info("final test accuracy %.4f, best %.4f, %.0f images/s, %.0f s",
+    logging.info("final test accuracy %.4f, best %.4f, %s images/s, %.0f s",
                  summary["final_test_accuracy"], summary["best_test_accuracy"],
-                 summary["images_per_second"], summary["wall_seconds"])
+                 f"{summary['images_per_second'] or 0:.0f}", summary["wall_seconds"])
     return 0
 
 

@@ -1,0 +1,206 @@
+"""Time a full NF-ResNet training step with and without AGC.
+
+The step is the example's own :func:`examples.nf_resnet.train.train_step` (on-device
+augmentation, forward, backward, optimizer update), built by its own
+``create_optimizer``: ``with_agc`` chains ``agc(λ, exclude="^head/", track_stats=True)``
+before weight decay and SGD-Nesterov, exactly as ``train.py`` does, and ``no_agc`` is the
+same chain without it (``--clipping 0``). Two models are timed in the same process:
+
+- ``nf_resnet_cpu``, the CPU preset's model, on 28×28×1 batches of 128;
+- ``nf_resnet_50``, the ImageNet NF-ResNet-50 layout (23.5M parameters), on 224×224×3
+  batches of 64 on an accelerator, and on 64×64×3 batches of 16 on a CPU, where the
+  full size would take minutes per step.
+
+After a compiling call and a warm call, repeats are interleaved (each repeat times both
+variants of a model, alternating which goes first), so that load from other processes
+hits both alike; each call is timed to ``block_until_ready``. The table reports medians
+and interquartile ranges, and the overhead ``with_agc / no_agc − 1`` (target: ≤ 3 %).
+
+Run from the repository root::
+
+    python benchmarks/bench_train_step.py                 # about 3 minutes on 2 CPU cores
+    python benchmarks/bench_train_step.py --models nf_resnet_50 --repeats 50
+    python benchmarks/bench_train_step.py --quick         # nano model, a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import functools
+import json
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+# Run as a script, Python puts benchmarks/ on the path, not the repository root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from examples.nf_resnet import train
+from examples.nf_resnet.configs import TrainConfig
+
+RESULTS = Path(__file__).resolve().parent / "results"
+OVERHEAD_TARGET = 0.03
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One model timed on one input shape."""
+
+    model: str
+    batch_size: int
+    image_size: int
+    channels: int
+
+
+def cases(models: Sequence[str], quick: bool, accelerator: bool) -> list[Case]:
+    if quick:
+        return [Case("nf_resnet_nano", 32, 28, 1)]
+    table = {
+        "nf_resnet_cpu": Case("nf_resnet_cpu", 128, 28, 1),
+        "nf_resnet_50": (Case("nf_resnet_50", 64, 224, 3) if accelerator
+                         else Case("nf_resnet_50", 16, 64, 3)),
+    }
+    return [table[m] for m in models]
+
+
+def build_step(case: Case, clipping: float, dtype: str):
+    """Returns ``(jitted step, initial state, device batch)`` for one variant."""
+    config = TrainConfig(model=case.model, batch_size=case.batch_size, clipping=clipping,
+                         dtype=dtype, steps=1000)
+    model = train.create_model(config, 10, case.channels,
+                               nnx.Rngs(params=jax.random.key(0), dropout=0))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    tx, _ = train.create_optimizer(config, total_steps=1000, steps_per_epoch=100)
+    ctx = train.StepContext(graphdef, rest, tx, jax.random.key(1),
+                            np.zeros(case.channels, np.float32),
+                            np.ones(case.channels, np.float32), config)
+    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+    replicated, batched = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    state = jax.device_put(train.TrainState(jnp.zeros((), jnp.int32), params, tx.init(params)),
+                           replicated)
+    rng = np.random.default_rng(0)
+    shape = (case.batch_size, case.image_size, case.image_size, case.channels)
+    batch = jax.device_put({"image": rng.integers(0, 256, shape, dtype=np.uint8),
+                            "label": rng.integers(0, 10, case.batch_size).astype(np.int32)},
+                           batched)
+    step = jax.jit(functools.partial(train.train_step, ctx=ctx),
+                   in_shardings=(replicated, batched), out_shardings=(replicated, replicated),
+                   donate_argnums=0)
+    return step, state, batch
+
+
+def time_case(case: Case, repeats: int, clipping: float, dtype: str) -> dict[str, Any]:
+    variants = {"with_agc": clipping, "no_agc": 0.0}
+    steps, states, batches, compile_s = {}, {}, {}, {}
+    for name, lam in variants.items():
+        steps[name], states[name], batches[name] = build_step(case, lam, dtype)
+        for call in range(2):  # Compile, then one warm call.
+            start = time.perf_counter()
+            states[name], metrics = steps[name](states[name], batches[name])
+            jax.block_until_ready(metrics)
+            if call == 0:
+                compile_s[name] = time.perf_counter() - start
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    order = list(variants)
+    for i in range(repeats):
+        for name in order if i % 2 == 0 else order[::-1]:
+            start = time.perf_counter()
+            states[name], metrics = steps[name](states[name], batches[name])
+            jax.block_until_ready(metrics)
+            times[name].append(time.perf_counter() - start)
+    result: dict[str, Any] = {"case": dataclasses.asdict(case), "compile_seconds": compile_s}
+    for name, samples in times.items():
+        q1, median, q3 = np.percentile(samples, [25, 50, 75])
+        result[name] = {"median_ms": 1e3 * median, "iqr_ms": 1e3 * (q3 - q1),
+                        "images_per_second": case.batch_size / median, "samples": len(samples)}
+    result["agc_overhead"] = result["with_agc"]["median_ms"] / result["no_agc"]["median_ms"] - 1
+    # Paired per-repeat ratios are less sensitive to drifting load than a ratio of medians.
+    ratios = [a / b for a, b in zip(times["with_agc"], times["no_agc"], strict=True)]
+    result["agc_overhead_paired_median"] = statistics.median(ratios) - 1
+    return result
+
+
+def cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        return re.search(r"model name\s*:\s*(.*)", text).group(1).strip()
+    except (OSError, AttributeError):
+        return platform.processor() or "unknown"
+
+
+def machine() -> dict[str, Any]:
+    device = jax.devices()[0]
+    return {"cpu_model": cpu_model(), "cpu_count": len(os.sched_getaffinity(0)),
+            "backend": jax.default_backend(), "device_kind": device.device_kind,
+            "device_count": jax.device_count(), "jax": jax.__version__,
+            "python": platform.python_version(),
+            "load_average_1m_at_start": os.getloadavg()[0]}
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    header = (f"{'model':<16}{'input':>14}{'no_agc ms':>12}{'with_agc ms':>13}"
+              f"{'img/s (agc)':>13}{'overhead':>10}{'paired':>9}")
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        c = r["case"]
+        shape = f"{c['batch_size']}x{c['image_size']}²x{c['channels']}"
+        print(f"{c['model']:<16}{shape:>14}"
+              f"{r['no_agc']['median_ms']:>8.1f}±{r['no_agc']['iqr_ms']:<4.1f}"
+              f"{r['with_agc']['median_ms']:>8.1f}±{r['with_agc']['iqr_ms']:<4.1f}"
+              f"{r['with_agc']['images_per_second']:>12.0f}"
+              f"{100 * r['agc_overhead']:>9.1f}%{100 * r['agc_overhead_paired_median']:>8.1f}%")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--models", nargs="+", choices=("nf_resnet_cpu", "nf_resnet_50"),
+                        default=["nf_resnet_cpu", "nf_resnet_50"])
+    parser.add_argument("--repeats", type=int, default=30, help="timed steps per variant")
+    parser.add_argument("--clipping", type=float, default=0.01, help="AGC's λ")
+    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto")
+    parser.add_argument("--quick", action="store_true", help="nano model, 3 repeats")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON output (default: benchmarks/results/train_step_<device>.json)")
+    args = parser.parse_args(argv)
+    repeats = 3 if args.quick else args.repeats
+    accelerator = jax.default_backend() != "cpu"
+    results = [time_case(c, repeats, args.clipping, args.dtype)
+               for c in cases(args.models, args.quick, accelerator)]
+    info = machine()
+    print(f"{info['device_count']} x {info['device_kind']} ({info['backend']}), "
+          f"CPU: {info['cpu_model']} x {info['cpu_count']}, medians of {repeats} steps")
+    print_table(results)
+    slug = re.sub(r"[^a-z0-9]+", "-", f"{info['device_kind']}-{info['cpu_model']}".lower())
+    out = args.out or RESULTS / f"train_step_{'quick_' if args.quick else ''}{slug.strip('-')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "benchmark": "train_step",
+        "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": info,
+        "config": {"repeats": repeats, "clipping": args.clipping, "dtype": args.dtype,
+                   "command": " ".join(["bench_train_step.py", *(argv or sys.argv[1:])]),
+                   "overhead_target": OVERHEAD_TARGET},
+        "results": results,
+    }, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
