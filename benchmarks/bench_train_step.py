@@ -49,7 +49,7 @@ from jax.sharding import PartitionSpec as P
 
 # Run as a script, Python puts benchmarks/ on the path, not the repository root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from examples.nf_resnet import train
+from examples.nf_resnet import optim, train
 from examples.nf_resnet.configs import TrainConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -84,7 +84,7 @@ def build_step(case: Case, clipping: float, dtype: str):
     model = train.create_model(config, 10, case.channels,
                                nnx.Rngs(params=jax.random.key(0), dropout=0))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    tx, _ = train.create_optimizer(config, total_steps=1000, steps_per_epoch=100)
+    tx, _ = optim.create_optimizer(config, total_steps=1000, steps_per_epoch=100)
     ctx = train.StepContext(graphdef, rest, tx, jax.random.key(1),
                             np.zeros(case.channels, np.float32),
                             np.ones(case.channels, np.float32), config)

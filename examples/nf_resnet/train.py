@@ -27,8 +27,15 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-import agc_optax
-from examples.nf_resnet import checkpointing, cli, datasets, input_pipeline, models, reporting
+from examples.nf_resnet import (
+    checkpointing,
+    cli,
+    datasets,
+    input_pipeline,
+    models,
+    optim,
+    reporting,
+)
 from examples.nf_resnet.configs import TrainConfig
 
 
@@ -81,36 +88,6 @@ def create_model(config: TrainConfig, num_classes: int, in_features: int,
         drop_path_rate=config.drop_path_rate, dropout_rate=config.dropout_rate,
         dtype=compute_dtype(config.dtype), rngs=rngs,
     )
-
-
-def weight_decay_mask(params: nnx.State) -> Any:
-    """Marks the kernels (conv and dense weights) for weight decay; not gains or biases."""
-    return jax.tree_util.tree_map_with_path(
-        lambda path, _: agc_optax.path_to_str(path).endswith("kernel"), params)
-
-
-def create_optimizer(config: TrainConfig, total_steps: int,
-                     steps_per_epoch: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """Returns ``agc → [clip_by_global_norm] → weight decay → SGD-Nesterov`` and its schedule.
-
-    The peak learning rate is ``lr · batch_size / 256``, reached by a linear warm-up and
-    followed by cosine decay to 0. AGC leaves the classifier alone (``exclude=``) and
-    tracks the fraction of clipped units.
-    """
-    peak = config.lr * config.batch_size / 256
-    warmup = min(round(config.warmup_epochs * steps_per_epoch), total_steps - 1)
-    schedule = optax.warmup_cosine_decay_schedule(0.0, peak, warmup, total_steps, 0.0)
-    parts = []
-    if config.clipping > 0:
-        parts.append(agc_optax.agc(config.clipping, config.agc_eps,
-                                   exclude=config.agc_exclude, track_stats=True))
-    if config.clip_global_norm > 0:
-        parts.append(optax.clip_by_global_norm(config.clip_global_norm))
-    parts += [
-        optax.add_decayed_weights(config.weight_decay, mask=weight_decay_mask),
-        optax.sgd(schedule, momentum=config.momentum, nesterov=True),
-    ]
-    return optax.chain(*parts), schedule
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: float = 0.0) -> jax.Array:
@@ -264,7 +241,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path,
     model = create_model(config, data.num_classes, data.train_images.shape[-1],
                          nnx.Rngs(params=init_key, dropout=0))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    tx, schedule = create_optimizer(config, total_steps, steps_per_epoch)
+    tx, schedule = optim.create_optimizer(config, total_steps, steps_per_epoch)
     ctx = StepContext(graphdef, rest, tx, step_key, mean, std, config)
     state = jax.device_put(TrainState(jnp.zeros((), jnp.int32), params, tx.init(params)),
                            replicated)
