@@ -18,6 +18,7 @@ _OVERRIDES = {
     "batch_size": "batch_size", "lr": "lr", "epochs": "epochs", "steps": "steps",
     "clipping": "clipping", "clip_global_norm": "clip_global_norm", "seed": "seed",
     "dtype": "dtype", "weight_decay": "weight_decay", "train_examples": "train_examples",
+    "test_examples": "test_examples", "warmup_epochs": "warmup_epochs",
     "log_every_steps": "log_every_steps",
 }
 
@@ -44,11 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--clipping", type=float, help="AGC's λ; 0 turns AGC off")
     parser.add_argument("--clip-global-norm", type=float,
                         help="clip the global gradient norm to this (the classic baseline); 0: off")
+    parser.add_argument("--warmup-epochs", type=float,
+                        help="linear warm-up length in epochs (0: none), then cosine decay")
     parser.add_argument("--weight-decay", type=float)
     parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16"),
                         help="compute dtype; auto is bfloat16 on GPU/TPU, float32 on CPU")
     parser.add_argument("--train-examples", type=int,
                         help="train on the first N training examples only")
+    parser.add_argument("--test-examples", type=int,
+                        help="evaluate on the first N test examples only")
     parser.add_argument("--log-every-steps", type=int)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--resume", action="store_true",

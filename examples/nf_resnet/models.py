@@ -51,21 +51,24 @@ class NFResNetSpec:
 
 
 VARIANTS: dict[str, NFResNetSpec] = {
-    # A few thousand parameters: unit tests and the smoke preset.
+    # 20K parameters: unit tests and the smoke preset.
     "nf_resnet_nano": NFResNetSpec(
         "basic", depths=(1, 1), widths=(16, 32), strides=(1, 2), stem_width=16, stem_stride=2
     ),
-    # Sized for the CPU preset: a stride-2 stem keeps the convs at 14×14 and below, where
-    # XLA:CPU's weight gradients are affordable.
+    # 300K parameters, sized for the CPU preset: a stride-2 stem keeps every conv at 14×14
+    # or below (XLA:CPU's weight gradients of stride-1 convs at 28×28 are slow), and most of
+    # the width sits in the cheap 7×7 stage.
     "nf_resnet_cpu": NFResNetSpec(
-        "basic", depths=(1, 2), widths=(32, 64), strides=(1, 2), stem_width=32, stem_stride=2
+        "basic", depths=(1, 2), widths=(32, 96), strides=(1, 2), stem_width=32, stem_stride=2
     ),
-    # A CIFAR-style ResNet-18 layout for 28×28 and 32×32 inputs on an accelerator.
+    # 11M parameters: a CIFAR-style ResNet-18 layout for 28×28 and 32×32 inputs on an
+    # accelerator.
     "nf_resnet_18": NFResNetSpec(
         "basic", depths=(2, 2, 2, 2), widths=(64, 128, 256, 512), strides=(1, 2, 2, 2),
         stem_width=64,
     ),
-    # The ImageNet NF-ResNet-50 layout (arXiv:2101.08692, ResNet-50 depths and widths).
+    # 23.5M parameters: the ImageNet NF-ResNet-50 layout (arXiv:2101.08692; ResNet-50
+    # depths and widths, 7×7 stride-2 stem and max pool).
     "nf_resnet_50": NFResNetSpec(
         "bottleneck", depths=(3, 4, 6, 3), widths=(256, 512, 1024, 2048), strides=(1, 2, 2, 2),
         stem_width=64, stem_kernel=7, stem_stride=2, stem_pool=True,

@@ -23,10 +23,11 @@ class MetricsWriter:
             run after its last checkpoint) are dropped so no step appears twice.
         """
         self.path = workdir / "metrics.jsonl"
+        self.previous_records: list[dict[str, Any]] = []
         if resume_step is not None and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line and json.loads(line)["step"] <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            records = [json.loads(line) for line in self.path.read_text().splitlines() if line]
+            self.previous_records = [r for r in records if r["step"] <= resume_step]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in self.previous_records))
         elif self.path.exists():
             self.path.unlink()
 

@@ -271,7 +271,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path,
         f"{jax.devices()[0].device_kind} device(s), starting at step {start_step}.")
 
     step, diverged, interrupted, history = start_step, False, False, []
-    evals: list[dict[str, Any]] = []
+    evals = [r for r in writer.previous_records if "test_accuracy" in r]
     timer_start, timer_step = None, start_step  # Set after the first (compiling) step.
     interval_start, interval_step = time.monotonic(), start_step
     try:
@@ -319,6 +319,9 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path,
                 progress.message(f"Interrupted: saving a checkpoint at step {step}; "
                                  "continue with --resume.")
                 checkpointer.save(step, state, data_state)
+        if not evals and not diverged and not interrupted:  # Resumed a finished run.
+            evals.append({"step": step, **evaluate(eval_fn, state.params, data, config,
+                                                   batch_sharding)})
     finally:
         batches.close()
         checkpointer.close()

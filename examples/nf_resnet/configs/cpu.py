@@ -1,4 +1,7 @@
-"""The CPU preset: full Fashion-MNIST in about 10 minutes on 2 CPU cores, ≥ 0.92 accuracy.
+"""The CPU preset: full Fashion-MNIST on 2 CPU cores, ≥ 0.92 test accuracy.
+
+Measured (docs/runs/cpu_preset): 10 epochs of the 300K-parameter ``nf_resnet_cpu`` reach
+0.923 in 15 minutes on a shared 2-core AMD EPYC VM (670 images/s; 8 epochs end at 0.9198).
 
 Run it from the repository root::
 
