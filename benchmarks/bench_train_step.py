@@ -14,11 +14,13 @@ same chain without it (``--clipping 0``). Two models are timed in the same proce
 After a compiling call and a warm call, repeats are interleaved (each repeat times both
 variants of a model, alternating which goes first), so that load from other processes
 hits both alike; each call is timed to ``block_until_ready``. The table reports medians
-and interquartile ranges, and the overhead ``with_agc / no_agc − 1`` (target: ≤ 3 %).
+± interquartile ranges, the overhead ``with_agc / no_agc − 1`` of the medians (target:
+≤ 3 %) and the median of the per-repeat ratios (``paired``), which drifting load from
+other processes disturbs less.
 
 Run from the repository root::
 
-    python benchmarks/bench_train_step.py                 # about 3 minutes on 2 CPU cores
+    python benchmarks/bench_train_step.py                 # about 5 minutes on 2 CPU cores
     python benchmarks/bench_train_step.py --models nf_resnet_50 --repeats 50
     python benchmarks/bench_train_step.py --quick         # nano model, a smoke test
 """
@@ -152,17 +154,16 @@ def machine() -> dict[str, Any]:
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
-    header = (f"{'model':<16}{'input':>14}{'no_agc ms':>12}{'with_agc ms':>13}"
+    header = (f"{'model':<16}{'input':>14}{'no_agc ms':>16}{'with_agc ms':>16}"
               f"{'img/s (agc)':>13}{'overhead':>10}{'paired':>9}")
     print(header)
     print("-" * len(header))
     for r in results:
         c = r["case"]
         shape = f"{c['batch_size']}x{c['image_size']}²x{c['channels']}"
-        print(f"{c['model']:<16}{shape:>14}"
-              f"{r['no_agc']['median_ms']:>8.1f}±{r['no_agc']['iqr_ms']:<4.1f}"
-              f"{r['with_agc']['median_ms']:>8.1f}±{r['with_agc']['iqr_ms']:<4.1f}"
-              f"{r['with_agc']['images_per_second']:>12.0f}"
+        cells = [f"{r[v]['median_ms']:.1f} ± {r[v]['iqr_ms']:.1f}" for v in ("no_agc", "with_agc")]
+        print(f"{c['model']:<16}{shape:>14}{cells[0]:>16}{cells[1]:>16}"
+              f"{r['with_agc']['images_per_second']:>13.0f}"
               f"{100 * r['agc_overhead']:>9.1f}%{100 * r['agc_overhead_paired_median']:>8.1f}%")
 
 

@@ -28,7 +28,8 @@ SUMMARY_FIELDS = {"final_test_accuracy", "best_test_accuracy", "steps", "wall_se
 
 # 1024 training examples in batches of 64: 16 steps per epoch.
 TINY = dataclasses.replace(configs.get_config("smoke"), train_examples=1024, test_examples=500,
-                           batch_size=64, eval_batch_size=250, steps=24, log_every_steps=4)
+                           batch_size=64, eval_batch_size=250, steps=24, log_every_steps=4,
+                           lr=1.6)
 
 pytestmark = pytest.mark.skipif(datasets.locate("fashion_mnist") is None,
                                 reason="Fashion-MNIST is not installed")

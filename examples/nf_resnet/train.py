@@ -149,8 +149,11 @@ def evaluate(eval_fn: Any, params: nnx.State, data: datasets.ImageDataset,
              config: TrainConfig, sharding: NamedSharding) -> dict[str, float]:
     """Returns ``test_loss`` and ``test_accuracy`` over the whole test set."""
     totals = {"loss": 0.0, "correct": 0.0, "count": 0.0}
+    # No larger than the test set (rounded up to a multiple of the devices), to pad little.
+    devices = jax.device_count()
+    batch_size = min(config.eval_batch_size, -(-len(data.test_images) // devices) * devices)
     for batch in input_pipeline.eval_batches(
-        data.test_images, data.test_labels, global_batch_size=config.eval_batch_size,
+        data.test_images, data.test_labels, global_batch_size=batch_size,
         process_index=jax.process_index(), process_count=jax.process_count(),
     ):
         device_batch = {k: jax.make_array_from_process_local_data(sharding, v)
@@ -293,8 +296,9 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path,
                         "train_loss": means["loss"], "train_accuracy": means["accuracy"],
                         "learning_rate": float(schedule(step - 1)),
                         "clip_fraction": means["clip_fraction"],
+                        # None for an interval holding only the first, compiling step.
                         "images_per_second": (step - interval_step) * config.batch_size
-                        / max(now - interval_start, 1e-9),
+                        / max(now - interval_start, 1e-9) if step > interval_step else None,
                     }
                     history, interval_start, interval_step = [], now, step
                     if is_main:

@@ -17,7 +17,7 @@ def get_config() -> TrainConfig:
         train_examples=16384,
         test_examples=2000,
         batch_size=128,
-        lr=1.6,
+        lr=0.8,
         warmup_epochs=0.5,
         epochs=3,
         clipping=0.16,
