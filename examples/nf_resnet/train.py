@@ -357,14 +357,30 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path,
 
 
 def maybe_initialize_distributed() -> None:
-    """Calls ``jax.distributed.initialize()`` on a multi-host launch (SLURM, TPU pod, ...).
+    """Calls ``jax.distributed.initialize`` on a multi-host launch.
 
-    A launch counts as multi-host when ``JAX_COORDINATOR_ADDRESS`` is set or a cluster
-    manager reports more than one task; JAX then discovers the rest itself.
+    Under SLURM, Open MPI or on a TPU pod JAX discovers the processes itself. A launch by
+    hand sets ``JAX_COORDINATOR_ADDRESS`` (``host:port`` of process 0),
+    ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` in every process; JAX does not read the
+    last two, so they are passed on here. Nothing happens on a single-process launch or
+    when the caller already initialised ``jax.distributed``.
     """
-    multi_host = any(int(os.environ.get(v, "1") or 1) > 1
-                     for v in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "JAX_NUM_PROCESSES"))
-    if multi_host or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+    if jax.distributed.is_initialized():
+        return
+    if os.environ.get("JAX_NUM_PROCESSES"):
+        missing = [v for v in ("JAX_COORDINATOR_ADDRESS", "JAX_PROCESS_ID") if v not in os.environ]
+        if missing:
+            raise ValueError(f"JAX_NUM_PROCESSES is set but {missing} are not: a launch by hand "
+                             "sets all three in every process.")
+        jax.distributed.initialize(
+            coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
+            num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+            process_id=int(os.environ["JAX_PROCESS_ID"]),
+        )
+        return
+    cluster_vars = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
+    cluster_tasks = max(int(os.environ.get(v) or 1) for v in cluster_vars)
+    if cluster_tasks > 1 or os.environ.get("JAX_COORDINATOR_ADDRESS"):
         jax.distributed.initialize()
 
 
