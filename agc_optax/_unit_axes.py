@@ -124,9 +124,13 @@ def unitwise_norm(x: jax.typing.ArrayLike, axes: int | Sequence[int]) -> jax.Arr
 
 
 def accumulation_dtype(*dtypes: Any) -> jnp.dtype:
-    """float64 if any of ``dtypes`` is 64-bit, else float32."""
+    """float64 if any of ``dtypes`` is 64-bit (and JAX has x64 enabled), else float32.
+
+    NumPy float64 inputs without ``jax_enable_x64`` are float32 to JAX, so they
+    accumulate in float32.
+    """
     wide = any(jnp.dtype(d) in (jnp.dtype("float64"), jnp.dtype("complex128")) for d in dtypes)
-    return jnp.dtype("float64") if wide else jnp.dtype("float32")
+    return jax.dtypes.canonicalize_dtype(jnp.float64 if wide else jnp.float32)
 
 
 def abs_squared(x: jax.Array, dtype: Any = None) -> jax.Array:
