@@ -140,7 +140,7 @@ def _clipping_sweep() -> Experiment:
         question="How to pick λ: final test accuracy and the fraction of clipped units for "
                  "λ ∈ {0.01 … 0.32} × batch sizes {256, 1024, 4096}.",
         preset="cpu",
-        common_flags=LARGE_BATCH_BUDGET,
+        common_flags=(*LARGE_BATCH_BUDGET, "--log-every-steps", "5"),
         runs=tuple(runs),
     )
 
@@ -267,6 +267,7 @@ def _pyplot():
 
 
 def _plot_curves(ax_acc, ax_loss, result: RunResult, label: str, **style) -> None:
+    style = {"marker": "o", "markersize": 3, **style}  # Short runs have few records.
     steps = [r["step"] for r in result.evals]
     ax_acc.plot(steps, [_number(r["test_accuracy"]) for r in result.evals], label=label, **style)
     train_steps = [r["step"] for r in result.train]
