@@ -107,41 +107,41 @@ def _with_without_agc() -> Experiment:
     )
 
 
+def _batch_by_clipping_runs(
+    clippings: Sequence[float], run_name: Callable[[int, float], str]
+) -> tuple[Run, ...]:
+    """Every (batch size, λ) pair at the linearly scaled learning rate, largest batch first."""
+    return tuple(
+        Run(run_name(batch, clipping),
+            ("--batch-size", str(batch), "--lr", LARGE_BATCH_LR, "--clipping", str(clipping)),
+            {"batch_size": batch, "clipping": clipping, "clip": _clip_label(clipping)})
+        for batch in sorted(BATCH_SIZES, reverse=True)  # The telling runs first.
+        for clipping in clippings
+    )
+
+
 def _large_batch() -> Experiment:
-    runs = []
-    for batch in sorted(BATCH_SIZES, reverse=True):  # The telling runs first.
-        for clipping in (0.04, 0.0):
-            runs.append(Run(
-                f"batch{batch}_{'agc' if clipping else 'none'}",
-                ("--batch-size", str(batch), "--lr", LARGE_BATCH_LR, "--clipping", str(clipping)),
-                {"batch_size": batch, "clipping": clipping, "clip": _clip_label(clipping)},
-            ))
+    runs = _batch_by_clipping_runs(
+        (0.04, 0.0), lambda batch, clip: f"batch{batch}_{'agc' if clip else 'none'}")
     return Experiment(
         name="large_batch",
         question="Batch 256, 1024, 4096 with the learning rate scaled linearly with batch "
                  "size, with AGC (λ=0.04) and without clipping.",
         preset="cpu",
         common_flags=LARGE_BATCH_BUDGET,
-        runs=tuple(runs),
+        runs=runs,
     )
 
 
 def _clipping_sweep() -> Experiment:
-    runs = []
-    for batch in sorted(BATCH_SIZES, reverse=True):
-        for clipping in CLIPPINGS:
-            runs.append(Run(
-                f"batch{batch}_clip{clipping:g}",
-                ("--batch-size", str(batch), "--lr", LARGE_BATCH_LR, "--clipping", str(clipping)),
-                {"batch_size": batch, "clipping": clipping, "clip": _clip_label(clipping)},
-            ))
+    runs = _batch_by_clipping_runs(CLIPPINGS, lambda batch, clip: f"batch{batch}_clip{clip:g}")
     return Experiment(
         name="clipping_sweep",
         question="How to pick λ: final test accuracy and the fraction of clipped units for "
                  "λ ∈ {0.01 … 0.32} × batch sizes {256, 1024, 4096}.",
         preset="cpu",
         common_flags=(*LARGE_BATCH_BUDGET, "--log-every-steps", "5"),
-        runs=tuple(runs),
+        runs=runs,
     )
 
 
