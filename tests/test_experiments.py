@@ -83,3 +83,17 @@ def test_grids_cover_the_issue(tmp_path):
     assert pairs == {(b, c) for b in (256, 1024, 4096) for c in experiments.CLIPPINGS}
     large = experiments.EXPERIMENTS["large_batch"]()
     assert {r.labels["batch_size"] for r in large.runs} == {256, 1024, 4096}
+
+
+def test_a_stored_run_with_other_flags_is_not_counted_as_done(tmp_path):
+    run = TINY.runs[0]
+    workdir = tmp_path / TINY.name / run.name
+    workdir.mkdir(parents=True)
+    (workdir / "summary.json").write_text("{}")
+    command = TINY.command(run, workdir)
+    (workdir / "run.json").write_text(json.dumps({"command": command[1:]}))
+    assert experiments.run_experiment(TINY, tmp_path, only=[run.name]) == {run.name: "done"}
+    changed = [*command[1:-1], "0.32"]  # another λ
+    (workdir / "run.json").write_text(json.dumps({"command": changed}))
+    with pytest.raises(ValueError, match="Delete that directory"):
+        experiments.run_experiment(TINY, tmp_path, only=[run.name])

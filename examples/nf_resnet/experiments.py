@@ -195,10 +195,11 @@ def run_experiment(
     selected = [run for run in experiment.runs if not only or run.name in only]
     for index, run in enumerate(selected, 1):
         workdir = runs_dir / experiment.name / run.name
+        command = experiment.command(run, workdir)
         if is_finished(workdir):
+            _check_same_settings(workdir, command)
             outcome[run.name] = "done"
             continue
-        command = experiment.command(run, workdir)
         print(f"[{index}/{len(selected)}] {experiment.name}/{run.name}: "
               f"{' '.join(command[1:])}", flush=True)
         if dry_run:
@@ -215,6 +216,27 @@ def run_experiment(
         print(f"    {'finished' if ok else f'FAILED (exit {code}; see train.log)'} in "
               f"{time.monotonic() - start:.0f} s", flush=True)
     return outcome
+
+
+def _settings(command: Sequence[str]) -> list[str]:
+    """The trainer flags of a command, without the interpreter and the ``--workdir`` value."""
+    flags = list(command[command.index("-m"):]) if "-m" in command else list(command)
+    if "--workdir" in flags:
+        del flags[flags.index("--workdir"):flags.index("--workdir") + 2]
+    return flags
+
+
+def _check_same_settings(workdir: pathlib.Path, command: Sequence[str]) -> None:
+    """Refuses to count a stored run as done when the grid now asks for other flags."""
+    record = workdir / "run.json"
+    if not record.is_file():
+        return
+    stored = _settings(json.loads(record.read_text())["command"])
+    if stored != _settings(command):
+        raise ValueError(
+            f"{workdir} finished with flags {' '.join(stored)}, but the experiment now runs "
+            f"{' '.join(_settings(command))}. Delete that directory to rerun it with the new "
+            "flags, or restore the experiment's definition.")
 
 
 def _launch_subprocess(command: list[str], workdir: pathlib.Path) -> int:
