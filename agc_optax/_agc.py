@@ -118,8 +118,9 @@ def _flatten_pair(updates: Any, params: Any) -> tuple[list[str], list[Any], list
     paths, grads, treedef = _paths.flatten_with_path_strings(updates)
     param_paths, param_leaves, _ = _paths.flatten_with_path_strings(params)
     if paths != param_paths:
-        only_grads = [p for p in paths if p not in set(param_paths)]
-        only_params = [p for p in param_paths if p not in set(paths)]
+        grad_set, param_set = set(paths), set(param_paths)
+        only_grads = [p for p in paths if p not in param_set]
+        only_params = [p for p in param_paths if p not in grad_set]
         raise ValueError(
             "agc: gradients and params have different structures. Leaves only in the "
             f"gradients: {_paths.describe_paths(only_grads)}; only in the params: "
