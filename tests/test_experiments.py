@@ -97,3 +97,22 @@ def test_a_stored_run_with_other_flags_is_not_counted_as_done(tmp_path):
     (workdir / "run.json").write_text(json.dumps({"command": changed}))
     with pytest.raises(ValueError, match="Delete that directory"):
         experiments.run_experiment(TINY, tmp_path, only=[run.name])
+
+
+def test_a_stored_run_without_an_execution_only_flag_still_counts_as_done(tmp_path):
+    run = TINY.runs[0]
+    workdir = tmp_path / TINY.name / run.name
+    workdir.mkdir(parents=True)
+    (workdir / "summary.json").write_text("{}")
+    (workdir / "run.json").write_text(json.dumps({"command": TINY.command(run, workdir)[1:]}))
+    microbatched = experiments.Experiment(
+        TINY.name, TINY.question, TINY.preset, (*TINY.common_flags, "--microbatch-size", "8"),
+        TINY.runs)
+    assert experiments.run_experiment(microbatched, tmp_path, only=[run.name]) == {
+        run.name: "done"}
+
+
+def test_large_batches_of_the_grids_run_as_microbatches():
+    for run in experiments.EXPERIMENTS["clipping_sweep"]().runs:
+        microbatched = "--microbatch-size" in run.flags
+        assert microbatched == (run.labels["batch_size"] > experiments.CPU_MICROBATCH)

@@ -111,6 +111,34 @@ def test_agc_off_and_the_global_norm_baseline_run_from_the_command_line(tmp_path
                                                      else float(flags[-1]))
 
 
+@pytest.mark.slow
+def test_microbatches_give_the_full_batch_step(tmp_path):
+    config = dataclasses.replace(TINY, steps=3, log_every_steps=1)
+    full = train.train_and_evaluate(config, tmp_path / "full")
+    split = train.train_and_evaluate(dataclasses.replace(config, microbatch_size=16),
+                                     tmp_path / "split")
+    assert split["steps"] == full["steps"] == 3
+    records_full, _ = read_metrics(tmp_path / "full")
+    records_split, _ = read_metrics(tmp_path / "split")
+    for a, b in zip(records_full, records_split, strict=True):
+        np.testing.assert_allclose(b["train_loss"], a["train_loss"], rtol=1e-5)
+        np.testing.assert_allclose(b["train_accuracy"], a["train_accuracy"], rtol=1e-6)
+        assert b["clip_fraction"] == pytest.approx(a["clip_fraction"])
+    leaves_full = saved_params(tmp_path / "full", 3)
+    leaves_split = saved_params(tmp_path / "split", 3)
+    assert any(np.any(leaf != 0) for leaf in leaves_full)  # Training moved something.
+    for a, b in zip(leaves_full, leaves_split, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("microbatch_size", [24, 40])
+def test_a_microbatch_size_that_does_not_divide_the_batch_is_refused(microbatch_size):
+    config = dataclasses.replace(TINY, microbatch_size=microbatch_size)
+    with pytest.raises(ValueError, match=r"--microbatch-size .* must divide --batch-size 64"
+                                         r".*e\.g\. --microbatch-size (16|32)"):
+        train.num_microbatches(config)
+
+
 def test_a_non_finite_loss_stops_the_run_cleanly(tmp_path):
     config = dataclasses.replace(TINY, lr=1e30, clipping=0.0, steps=8, log_every_steps=1)
     summary = train.train_and_evaluate(config, tmp_path)

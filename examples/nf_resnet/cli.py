@@ -15,7 +15,8 @@ from examples.nf_resnet import configs, datasets, models
 # Flag name -> TrainConfig field, for the flags that override the preset.
 _OVERRIDES = {
     "dataset": "dataset", "data_dir": "data_dir", "model": "model",
-    "batch_size": "batch_size", "lr": "lr", "epochs": "epochs", "steps": "steps",
+    "batch_size": "batch_size", "microbatch_size": "microbatch_size", "lr": "lr",
+    "epochs": "epochs", "steps": "steps",
     "clipping": "clipping", "clip_global_norm": "clip_global_norm", "seed": "seed",
     "dtype": "dtype", "weight_decay": "weight_decay", "train_examples": "train_examples",
     "test_examples": "test_examples", "warmup_epochs": "warmup_epochs",
@@ -38,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", help="directory searched first for the dataset files")
     parser.add_argument("--model", choices=sorted(models.VARIANTS))
     parser.add_argument("--batch-size", type=int, help="global batch size")
+    parser.add_argument("--microbatch-size", type=int,
+                        help="sum gradients over microbatches of this size (gradient "
+                             "accumulation; AGC still clips the whole batch's gradient)")
     parser.add_argument("--lr", type=float, help="base learning rate (peak = lr·batch/256)")
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=int)

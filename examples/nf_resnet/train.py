@@ -96,6 +96,96 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: float = 0.0) 
     return optax.softmax_cross_entropy(logits, targets)
 
 
+def num_microbatches(config: TrainConfig) -> int:
+    """Returns how many microbatches a global batch is split into (1: none).
+
+    Raises:
+      ValueError: ``--microbatch-size`` does not divide ``--batch-size``, or is not a
+        multiple of the device count (every device takes an equal share of a microbatch).
+    """
+    size = config.microbatch_size
+    if not size or size >= config.batch_size:
+        return 1
+    if config.batch_size % size or size % jax.device_count():
+        raise ValueError(
+            f"--microbatch-size {size} must divide --batch-size {config.batch_size} and be a "
+            f"multiple of the {jax.device_count()} devices; e.g. --microbatch-size "
+            f"{_largest_divisor(config.batch_size, size, jax.device_count())}.")
+    return config.batch_size // size
+
+
+def _largest_divisor(batch_size: int, at_most: int, multiple_of: int) -> int:
+    candidates = [d for d in range(multiple_of, at_most + 1, multiple_of) if batch_size % d == 0]
+    return max(candidates, default=batch_size)
+
+
+def prepare_batch(step: jax.Array, batch: dict[str, jax.Array],
+                  ctx: StepContext) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Normalizes and augments a global batch.
+
+    Returns:
+      ``(images, labels, dropout_key)``: float images, their labels and the step's key for
+      dropout and stochastic depth.
+    """
+    config = ctx.config
+    aug_rng, dropout_rng = jax.random.split(jax.random.fold_in(ctx.key, step))
+    images = input_pipeline.normalize(batch["image"], ctx.mean, ctx.std)
+    images = input_pipeline.augment(aug_rng, images, config.crop_padding, config.flip)
+    return images, batch["label"], dropout_rng
+
+
+def microbatch_gradients(params: nnx.State, images: jax.Array, labels: jax.Array,
+                         dropout_rng: jax.Array, index: jax.Array | int,
+                         ctx: StepContext) -> tuple[nnx.State, dict[str, jax.Array]]:
+    """Gradient and metrics of microbatch ``index`` of a prepared global batch.
+
+    Microbatch ``k`` of ``n`` holds examples ``k, k + n, k + 2n, …``: a strided slice keeps
+    every device's share on that device. Its loss is scaled by ``1 / n``, so the gradients
+    of the ``n`` microbatches sum to the gradient of the whole batch's mean loss (exactly
+    so for NF-ResNets, which have no batch statistics, up to float rounding and dropout
+    masks). With ``n = 1`` this is the plain full-batch gradient.
+
+    Returns:
+      The gradient and ``{"loss", "accuracy"}``, both already divided by ``n``.
+    """
+    n = num_microbatches(ctx.config)
+    if n > 1:
+        pick = lambda x: jax.lax.dynamic_index_in_dim(  # noqa: E731
+            x.reshape(x.shape[0] // n, n, *x.shape[1:]), index, axis=1, keepdims=False)
+        images, labels = pick(images), pick(labels)
+        dropout_rng = jax.random.fold_in(dropout_rng, index)
+
+    def loss_fn(params):
+        # A copy, so reseeding the random streams does not touch the constants in ctx.
+        model = nnx.merge(ctx.graphdef, params, ctx.rest, copy=True)
+        nnx.reseed(model, dropout=dropout_rng)
+        logits = model(images)
+        loss = jnp.mean(cross_entropy(logits, labels, ctx.config.label_smoothing))
+        return loss / n, logits  # Dividing by n = 1 is exact: one code path for both.
+
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return grads, {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels) / n}
+
+
+def accumulate_microbatch(params: nnx.State, totals: tuple[nnx.State, dict[str, jax.Array]],
+                          images: jax.Array, labels: jax.Array, dropout_rng: jax.Array,
+                          index: jax.Array, ctx: StepContext
+                          ) -> tuple[nnx.State, dict[str, jax.Array]]:
+    """Adds microbatch ``index``'s gradient and metrics to the running ``totals``."""
+    step = microbatch_gradients(params, images, labels, dropout_rng, index, ctx)
+    return jax.tree.map(jnp.add, totals, step)
+
+
+def apply_gradients(state: TrainState, grads: nnx.State, metrics: dict[str, jax.Array],
+                    ctx: StepContext) -> tuple[TrainState, dict[str, jax.Array]]:
+    """Clips (AGC) and applies a whole batch's gradient; adds ``clip_fraction``."""
+    updates, opt_state = ctx.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    clip_fraction = optax.tree_utils.tree_get(opt_state, "clip_fraction")
+    metrics = {**metrics, "clip_fraction": jnp.nan if clip_fraction is None else clip_fraction}
+    return TrainState(state.step + 1, params, opt_state), metrics
+
+
 def train_step(state: TrainState, batch: dict[str, jax.Array],
                ctx: StepContext) -> tuple[TrainState, dict[str, jax.Array]]:
     """One SGD step on a global batch: augment, forward, backward, clip, update.
@@ -103,33 +193,52 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
     Args:
       state: the current state (replicated).
       batch: ``{"image": uint8 NHWC, "label": int}``, sharded over the batch axis.
-      ctx: the step's constants.
+      ctx: the step's constants (without microbatches; see :class:`MicrobatchedStep`).
 
     Returns:
       The new state and the step's ``loss``, ``accuracy`` and ``clip_fraction``.
     """
-    config = ctx.config
-    aug_rng, dropout_rng = jax.random.split(jax.random.fold_in(ctx.key, state.step))
-    images = input_pipeline.normalize(batch["image"], ctx.mean, ctx.std)
-    images = input_pipeline.augment(aug_rng, images, config.crop_padding, config.flip)
+    images, labels, dropout_rng = prepare_batch(state.step, batch, ctx)
+    grads, metrics = microbatch_gradients(state.params, images, labels, dropout_rng, 0, ctx)
+    return apply_gradients(state, grads, metrics, ctx)
 
-    def loss_fn(params):
-        # A copy, so reseeding the random streams does not touch the constants in ctx.
-        model = nnx.merge(ctx.graphdef, params, ctx.rest, copy=True)
-        nnx.reseed(model, dropout=dropout_rng)
-        logits = model(images)
-        return jnp.mean(cross_entropy(logits, batch["label"], config.label_smoothing)), logits
 
-    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = ctx.tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    clip_fraction = optax.tree_utils.tree_get(opt_state, "clip_fraction")
-    metrics = {
-        "loss": loss,
-        "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
-        "clip_fraction": jnp.nan if clip_fraction is None else clip_fraction,
-    }
-    return TrainState(state.step + 1, params, opt_state), metrics
+class MicrobatchedStep:
+    """:func:`train_step` with the gradient summed over microbatches (``--microbatch-size``).
+
+    Gradient accumulation: AGC clips the whole batch's gradient, once per step, as at the
+    full batch size. The loop over microbatches runs on the host, one jitted call each:
+    XLA:CPU ran the same loop inside one program (``lax.scan``) several times slower.
+    """
+
+    def __init__(self, ctx: StepContext, replicated: NamedSharding, batch_sharding: NamedSharding):
+        """Jits the three parts of a step.
+
+        Args:
+          ctx: the step's constants.
+          replicated: the sharding of the state and the gradient.
+          batch_sharding: the sharding of batches (split over the batch axis).
+        """
+        self.num_microbatches = num_microbatches(ctx.config)
+        self._prepare = jax.jit(functools.partial(prepare_batch, ctx=ctx),
+                                in_shardings=(replicated, batch_sharding),
+                                out_shardings=(batch_sharding, batch_sharding, replicated))
+        self._first = jax.jit(functools.partial(microbatch_gradients, index=0, ctx=ctx),
+                              out_shardings=replicated)
+        self._accumulate = jax.jit(functools.partial(accumulate_microbatch, ctx=ctx),
+                                   out_shardings=replicated, donate_argnums=1)
+        self._apply = jax.jit(functools.partial(apply_gradients, ctx=ctx),
+                              out_shardings=(replicated, replicated), donate_argnums=0)
+
+    def __call__(self, state: TrainState,
+                 batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
+        """One training step; same arguments and results as :func:`train_step`."""
+        images, labels, dropout_rng = self._prepare(state.step, batch)
+        totals = self._first(state.params, images, labels, dropout_rng)
+        for index in range(1, self.num_microbatches):
+            totals = self._accumulate(state.params, totals, images, labels, dropout_rng,
+                                      jnp.int32(index))
+        return self._apply(state, *totals)
 
 
 def eval_step(params: nnx.State, batch: dict[str, jax.Array],
@@ -248,9 +357,12 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path,
     ctx = StepContext(graphdef, rest, tx, step_key, mean, std, config)
     state = jax.device_put(TrainState(jnp.zeros((), jnp.int32), params, tx.init(params)),
                            replicated)
-    train_fn = jax.jit(functools.partial(train_step, ctx=ctx),
-                       in_shardings=(replicated, batch_sharding),
-                       out_shardings=(replicated, replicated), donate_argnums=0)
+    if num_microbatches(config) > 1:
+        train_fn = MicrobatchedStep(ctx, replicated, batch_sharding)
+    else:
+        train_fn = jax.jit(functools.partial(train_step, ctx=ctx),
+                           in_shardings=(replicated, batch_sharding),
+                           out_shardings=(replicated, replicated), donate_argnums=0)
     eval_fn = jax.jit(functools.partial(eval_step, ctx=ctx),
                       in_shardings=(replicated, batch_sharding), out_shardings=replicated)
 
@@ -270,7 +382,9 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path,
     progress = reporting.Progress(total_steps, start_step, enabled=is_main)
     progress.message(
         f"{config.model}: {sum(x.size for x in jax.tree.leaves(params)):,} parameters, "
-        f"{total_steps} steps of {config.batch_size} on {jax.device_count()} "
+        f"{total_steps} steps of {config.batch_size}"
+        + (f" ({num_microbatches(config)} microbatches)" if num_microbatches(config) > 1 else "")
+        + f" on {jax.device_count()} "
         f"{jax.devices()[0].device_kind} device(s), starting at step {start_step}.")
 
     step, diverged, interrupted, history = start_step, False, False, []

@@ -18,6 +18,9 @@ class TrainConfig:
       drop_path_rate: stochastic-depth rate of the last block.
       dropout_rate: dropout before the classifier.
       batch_size: global batch size, over all devices and hosts.
+      microbatch_size: split each batch into microbatches of this size and sum their
+        gradients before clipping (gradient accumulation: one optimizer step per batch;
+        for batches that do not fit in memory, or run slowly, at once). ``None``: no split.
       lr: base learning rate; the peak rate is ``lr · batch_size / 256``.
       warmup_epochs: linear warm-up length, then cosine decay to 0.
       epochs: training length in epochs, unless ``steps`` is set.
@@ -49,6 +52,7 @@ class TrainConfig:
     drop_path_rate: float = 0.0
     dropout_rate: float = 0.0
     batch_size: int = 256
+    microbatch_size: int | None = None
     lr: float = 0.1
     warmup_epochs: float = 1.0
     epochs: int = 10
