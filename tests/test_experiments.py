@@ -116,3 +116,25 @@ def test_large_batches_of_the_grids_run_as_microbatches():
     for run in experiments.EXPERIMENTS["clipping_sweep"]().runs:
         microbatched = "--microbatch-size" in run.flags
         assert microbatched == (run.labels["batch_size"] > experiments.CPU_MICROBATCH)
+
+
+def test_clipping_long_report_draws_the_clip_fraction_per_parameter_kind(tmp_path):
+    experiment = experiments.EXPERIMENTS["clipping_long"]()
+    for index, run in enumerate(experiment.runs[:2]):
+        workdir = tmp_path / experiment.name / run.name
+        workdir.mkdir(parents=True)
+        records = [{"step": step, "train_loss": 2.0 - step / 100, "train_accuracy": 0.5,
+                    "clip_fraction": 0.01,
+                    "clip_fraction_by_param": {"kernel": 0.01 * index, "skip_gain": 1.0}}
+                   for step in (10, 20)]
+        records.append({"step": 20, "epoch": 0.3, "test_loss": 1.5, "test_accuracy": 0.6})
+        (workdir / "metrics.jsonl").write_text("\n".join(map(json.dumps, records)) + "\n")
+        (workdir / "summary.json").write_text(json.dumps(
+            {"final_test_accuracy": 0.6 + index / 100, "best_test_accuracy": 0.61, "steps": 20,
+             "wall_seconds": 1.0, "diverged": False, "device_kind": "cpu"}))
+    written = experiments.report_experiment(experiment, tmp_path, tmp_path / "figures")
+    names = {path.name for path in written}
+    assert names == {"clipping_long.png", "clipping_long_clip_by_param.png", "clipping_long.md"}
+    assert (tmp_path / "figures" / "clipping_long_clip_by_param.png").stat().st_size > 10_000
+    table = (tmp_path / "figures" / "clipping_long.md").read_text()
+    assert "0.6100" in table and f"{len(experiment.runs) - 2} of" in table

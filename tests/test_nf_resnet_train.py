@@ -60,6 +60,11 @@ def test_smoke_training_lowers_the_loss_and_writes_every_file(tmp_path):
     assert [r["step"] for r in evals] == [16, 32, 48]
     assert records[-1]["train_loss"] < records[0]["train_loss"] - 0.3
     assert 0 < records[-1]["clip_fraction"] < 1
+    by_param = records[-1]["clip_fraction_by_param"]
+    assert set(by_param) == {"kernel", "bias", "gain", "skip_gain"}  # not the excluded head
+    assert all(0 <= v <= 1 for v in by_param.values())
+    # Zero-initialised skip gains sit at AGC's ε floor: clipped whenever they get a gradient.
+    assert by_param["skip_gain"] > by_param["kernel"]
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
     assert SUMMARY_FIELDS <= summary.keys()
     assert summary["steps"] == 48 and not summary["diverged"] and summary["num_devices"] == 1
@@ -107,6 +112,7 @@ def test_agc_off_and_the_global_norm_baseline_run_from_the_command_line(tmp_path
     assert summary["steps"] == 4 and np.isfinite(records[-1]["train_loss"])
     agc_on = "--clipping" not in flags
     assert (records[-1]["clip_fraction"] is not None) == agc_on
+    assert (records[-1]["clip_fraction_by_param"] is not None) == agc_on
     assert summary["config"]["clip_global_norm"] == (0.0 if "--clip-global-norm" not in flags
                                                      else float(flags[-1]))
 

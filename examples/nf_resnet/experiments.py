@@ -428,6 +428,31 @@ def report_clipping_sweep(experiment, results, figures_dir) -> list[pathlib.Path
     return paths + _save(fig, plt, figures_dir / f"{experiment.name}_clip_fraction.png")
 
 
+def report_clipping_long(experiment, results, figures_dir) -> list[pathlib.Path]:
+    """The curves of :func:`report_large_batch`, plus AGC's clip fraction per parameter kind."""
+    paths = report_large_batch(experiment, results, figures_dir)
+    clipped = [r for r in results if any(t.get("clip_fraction_by_param") for t in r.train)]
+    kinds = sorted({kind for r in clipped for t in r.train
+                    for kind in (t.get("clip_fraction_by_param") or {})})
+    if not kinds:  # Runs from before the trainer logged it.
+        return paths
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(kinds), figsize=(3.6 * len(kinds), 3.4), squeeze=False)
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        for result in clipped:
+            records = [t for t in result.train if (t.get("clip_fraction_by_param") or {})
+                       .get(kind) is not None]
+            ax.plot([t["step"] for t in records],
+                    [t["clip_fraction_by_param"][kind] for t in records],
+                    label=result.labels["clip"])
+        ax.set(title=kind, xlabel="step", ylim=(-0.03, 1.03))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("fraction of units clipped\n(mean over leaves of that kind)")
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle("Which parameters AGC clips")
+    return paths + _save(fig, plt, figures_dir / f"{experiment.name}_clip_by_param.png")
+
+
 def _save(fig, plt, path: pathlib.Path) -> list[pathlib.Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -440,7 +465,7 @@ REPORTS = {
     "with_without_agc": (report_with_without_agc, ("clip",)),
     "large_batch": (report_large_batch, ("batch_size", "clip")),
     "clipping_sweep": (report_clipping_sweep, ("batch_size", "clip")),
-    "clipping_long": (report_large_batch, ("batch_size", "clip")),
+    "clipping_long": (report_clipping_long, ("batch_size", "clip")),
 }
 
 

@@ -178,12 +178,33 @@ def accumulate_microbatch(params: nnx.State, totals: tuple[nnx.State, dict[str, 
 
 def apply_gradients(state: TrainState, grads: nnx.State, metrics: dict[str, jax.Array],
                     ctx: StepContext) -> tuple[TrainState, dict[str, jax.Array]]:
-    """Clips (AGC) and applies a whole batch's gradient; adds ``clip_fraction``."""
+    """Clips (AGC) and applies a whole batch's gradient; adds the clipping statistics.
+
+    Returns:
+      The new state and ``metrics`` plus ``clip_fraction`` (NaN without AGC) and, with AGC,
+      ``clip_fraction/<kind>`` for every kind of parameter (:func:`parameter_kind`).
+    """
     updates, opt_state = ctx.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     clip_fraction = optax.tree_utils.tree_get(opt_state, "clip_fraction")
     metrics = {**metrics, "clip_fraction": jnp.nan if clip_fraction is None else clip_fraction}
+    leaf_fractions = optax.tree_utils.tree_get(opt_state, "leaf_clip_fraction") or {}
+    by_kind: dict[str, list[jax.Array]] = {}
+    for path, fraction in leaf_fractions.items():
+        by_kind.setdefault(parameter_kind(path), []).append(fraction)
+    for kind, fractions in by_kind.items():
+        metrics[f"clip_fraction/{kind}"] = jnp.mean(jnp.stack(fractions))
     return TrainState(state.step + 1, params, opt_state), metrics
+
+
+def parameter_kind(path: str) -> str:
+    """The kind of a parameter, from its path: ``"blocks/0/convs/1/kernel"`` -> ``"kernel"``.
+
+    The trainer logs AGC's clip fraction per kind (mean over the leaves of that kind of the
+    fraction of their units clipped), e.g. to see that zero-initialised skip gains are
+    clipped at their ε floor while few kernel units are.
+    """
+    return path.rsplit("/", 1)[-1]
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array],
@@ -410,6 +431,9 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path,
                         "train_loss": means["loss"], "train_accuracy": means["accuracy"],
                         "learning_rate": float(schedule(step - 1)),
                         "clip_fraction": means["clip_fraction"],
+                        "clip_fraction_by_param": {
+                            k.split("/", 1)[1]: v for k, v in means.items()
+                            if k.startswith("clip_fraction/")} or None,
                         # None for an interval holding only the first, compiling step.
                         "images_per_second": (step - interval_step) * config.batch_size
                         / max(now - interval_start, 1e-9) if step > interval_step else None,
