@@ -152,9 +152,11 @@ def test_a_non_finite_loss_stops_the_run_cleanly(tmp_path):
 
 
 @pytest.mark.slow
-def test_eight_simulated_devices_match_one_device(tmp_path):
+@pytest.mark.parametrize("microbatches", [[], ["--microbatch-size", "64"]],
+                         ids=["whole_batch", "two_microbatches"])
+def test_eight_simulated_devices_match_one_device(tmp_path, microbatches):
     flags = ["--preset", "smoke", "--steps", "1", "--train-examples", "1024",
-             "--log-every-steps", "1"]
+             "--log-every-steps", "1", *microbatches]
     assert train.main([*flags, "--workdir", str(tmp_path / "one")]) == 0
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
            "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
