@@ -5,6 +5,7 @@ tests are skipped when it is missing, since nothing can be downloaded in CI.
 """
 
 import dataclasses
+import functools
 import json
 import os
 import pathlib
@@ -13,11 +14,15 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from examples.nf_resnet import configs, datasets, train
+from examples.nf_resnet import configs, datasets, input_pipeline, optim, train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TRAIN_FIELDS = {"step", "train_loss", "train_accuracy", "learning_rate", "clip_fraction",
@@ -135,6 +140,27 @@ def test_microbatches_give_the_full_batch_step(tmp_path):
     assert any(np.any(leaf != 0) for leaf in leaves_full)  # Training moved something.
     for a, b in zip(leaves_full, leaves_split, strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_the_host_loop_over_microbatches_computes_train_step():
+    config = dataclasses.replace(TINY, microbatch_size=16)
+    data = train.load_data(config)
+    model = train.create_model(config, data.num_classes, 1, nnx.Rngs(params=0, dropout=0))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    tx, _ = optim.create_optimizer(config, total_steps=4, steps_per_epoch=16)
+    mean, std = input_pipeline.channel_stats(data.train_images)
+    ctx = train.StepContext(graphdef, rest, tx, jax.random.key(1), mean, std, config)
+    state = train.TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
+    batch = {"image": data.train_images[:64], "label": data.train_labels[:64]}
+    replicated = NamedSharding(jax.sharding.Mesh(jax.devices(), ("data",)), P())
+    host_loop = train.MicrobatchedStep(ctx, replicated, replicated)
+    assert host_loop.num_microbatches == 4
+    one_program = jax.jit(functools.partial(train.train_step, ctx=ctx))
+    (state_a, metrics_a), (state_b, metrics_b) = one_program(state, batch), host_loop(state, batch)
+    for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b), strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-7)
+    assert metrics_a.keys() == metrics_b.keys()
+    np.testing.assert_allclose(metrics_b["loss"], metrics_a["loss"], rtol=1e-6)
 
 
 @pytest.mark.parametrize("microbatch_size", [24, 40])

@@ -214,14 +214,19 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
     Args:
       state: the current state (replicated).
       batch: ``{"image": uint8 NHWC, "label": int}``, sharded over the batch axis.
-      ctx: the step's constants (without microbatches; see :class:`MicrobatchedStep`).
+      ctx: the step's constants. With ``--microbatch-size``, the loop over microbatches is
+        unrolled into this one program; the trainer runs :class:`MicrobatchedStep` instead,
+        which computes the same on the host, one microbatch per call.
 
     Returns:
       The new state and the step's ``loss``, ``accuracy`` and ``clip_fraction``.
     """
     images, labels, dropout_rng = prepare_batch(state.step, batch, ctx)
-    grads, metrics = microbatch_gradients(state.params, images, labels, dropout_rng, 0, ctx)
-    return apply_gradients(state, grads, metrics, ctx)
+    totals = microbatch_gradients(state.params, images, labels, dropout_rng, 0, ctx)
+    for index in range(1, num_microbatches(ctx.config)):
+        totals = accumulate_microbatch(state.params, totals, images, labels, dropout_rng,
+                                       index, ctx)
+    return apply_gradients(state, *totals, ctx)
 
 
 class MicrobatchedStep:
