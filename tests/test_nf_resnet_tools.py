@@ -1,5 +1,6 @@
-"""The NF-ResNet example's plotting command and train-step benchmark."""
+"""The NF-ResNet example's command line, plotting command and train-step benchmark."""
 
+import dataclasses
 import json
 import pathlib
 import subprocess
@@ -7,9 +8,21 @@ import sys
 
 import pytest
 
-from examples.nf_resnet import plot
+from examples.nf_resnet import cli, configs, plot
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_every_override_flag_sets_its_config_field():
+    fields = {f.name for f in dataclasses.fields(configs.TrainConfig)}
+    assert set(cli._OVERRIDES.values()) <= fields
+    config, workdir, resume = cli.parse(
+        ["--preset", "cpu", "--batch-size", "4096", "--microbatch-size", "256", "--agc-eps",
+         "1e-2", "--agc-exclude", "^head/|skip_gain", "--steps", "30", "--workdir", "w"])
+    assert (config.batch_size, config.microbatch_size, config.steps) == (4096, 256, 30)
+    assert (config.agc_eps, config.agc_exclude) == (1e-2, "^head/|skip_gain")
+    assert config.lr == configs.get_config("cpu").lr  # not given: the preset's
+    assert workdir == pathlib.Path("w") and not resume
 
 
 def fake_run(directory: pathlib.Path, clipping: float, diverged: bool = False) -> pathlib.Path:

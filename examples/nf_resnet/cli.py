@@ -17,7 +17,8 @@ _OVERRIDES = {
     "dataset": "dataset", "data_dir": "data_dir", "model": "model",
     "batch_size": "batch_size", "microbatch_size": "microbatch_size", "lr": "lr",
     "epochs": "epochs", "steps": "steps",
-    "clipping": "clipping", "clip_global_norm": "clip_global_norm", "seed": "seed",
+    "clipping": "clipping", "agc_eps": "agc_eps", "agc_exclude": "agc_exclude",
+    "clip_global_norm": "clip_global_norm", "seed": "seed",
     "dtype": "dtype", "weight_decay": "weight_decay", "train_examples": "train_examples",
     "test_examples": "test_examples", "warmup_epochs": "warmup_epochs",
     "log_every_steps": "log_every_steps",
@@ -47,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     length.add_argument("--epochs", type=int)
     length.add_argument("--steps", type=int, help="overrides the preset's epochs")
     parser.add_argument("--clipping", type=float, help="AGC's λ; 0 turns AGC off")
+    parser.add_argument("--agc-eps", type=float,
+                        help="AGC's ε: units with ‖W‖ < ε are compared with λ·ε")
+    parser.add_argument("--agc-exclude",
+                        help="regex of the parameter paths AGC leaves alone (e.g. '^head/')")
     parser.add_argument("--clip-global-norm", type=float,
                         help="clip the global gradient norm to this (the classic baseline); 0: off")
     parser.add_argument("--warmup-epochs", type=float,
