@@ -179,11 +179,31 @@ def _clipping_long() -> Experiment:
     )
 
 
+def _skip_gain_floor() -> Experiment:
+    common = ("--batch-size", str(LONG_BUDGET_BATCH), "--microbatch-size", str(CPU_MICROBATCH),
+              "--lr", LARGE_BATCH_LR, "--clipping", "0.04")
+    return Experiment(
+        name="skip_gain_floor",
+        question="Does AGC's ε floor (zero-initialised skip gains may move only λ·ε per step) "
+                 "slow the start? Batch 1024, λ = 0.04, 60 steps: AGC on all but the head, "
+                 "also leaving out the skip gains, and with ε = 1e-2.",
+        preset="cpu",
+        common_flags=(*LARGE_BATCH_BUDGET, "--log-every-steps", "5", *common),
+        runs=(
+            Run("head_excluded", (), {"clip": "AGC, head excluded (ε = 1e-3)"}),
+            Run("skip_gains_excluded", ("--agc-exclude", "^head/|skip_gain$"),
+                {"clip": "AGC, head and skip gains excluded"}),
+            Run("eps_1e-2", ("--agc-eps", "1e-2"), {"clip": "AGC, head excluded, ε = 1e-2"}),
+        ),
+    )
+
+
 EXPERIMENTS: dict[str, Callable[[], Experiment]] = {
     "with_without_agc": _with_without_agc,
     "large_batch": _large_batch,
     "clipping_sweep": _clipping_sweep,
     "clipping_long": _clipping_long,
+    "skip_gain_floor": _skip_gain_floor,
 }
 
 
@@ -466,6 +486,7 @@ REPORTS = {
     "large_batch": (report_large_batch, ("batch_size", "clip")),
     "clipping_sweep": (report_clipping_sweep, ("batch_size", "clip")),
     "clipping_long": (report_clipping_long, ("batch_size", "clip")),
+    "skip_gain_floor": (report_with_without_agc, ("clip",)),
 }
 
 
