@@ -180,22 +180,30 @@ def _clipping_long() -> Experiment:
 
 
 def _skip_gain_floor() -> Experiment:
-    common = ("--batch-size", str(LONG_BUDGET_BATCH), "--microbatch-size", str(CPU_MICROBATCH),
-              "--lr", LARGE_BATCH_LR, "--clipping", "0.04")
+    # The first run is clipping_long's λ = 0.01 run, flag for flag.
     return Experiment(
         name="skip_gain_floor",
-        question="Does AGC's ε floor (zero-initialised skip gains may move only λ·ε per step) "
-                 "slow the start? Batch 1024, λ = 0.04, 60 steps: AGC on all but the head, "
-                 "also leaving out the skip gains, and with ε = 1e-2.",
+        question="Is AGC's ε floor (a parameter at zero may move only ~lr·λ·ε per step) what "
+                 "holds back the zero-initialised skip gains at small λ? Batch 1024, λ = 0.01, "
+                 "240 steps: AGC on all but the head, also leaving out the skip gains, and "
+                 "ε = 1e-2.",
         preset="cpu",
-        common_flags=(*LARGE_BATCH_BUDGET, "--log-every-steps", "5", *common),
+        common_flags=_clipping_long().common_flags,
         runs=(
-            Run("head_excluded", (), {"clip": "AGC, head excluded (ε = 1e-3)"}),
-            Run("skip_gains_excluded", ("--agc-exclude", "^head/|skip_gain$"),
-                {"clip": "AGC, head and skip gains excluded"}),
-            Run("eps_1e-2", ("--agc-eps", "1e-2"), {"clip": "AGC, head excluded, ε = 1e-2"}),
+            Run("head_excluded", _long_budget_flags(0.01), {"clip": "AGC λ=0.01, ε=1e-3"}),
+            Run("skip_gains_excluded", (*_long_budget_flags(0.01), "--agc-exclude",
+                                        "^head/|skip_gain$"),
+                {"clip": "AGC λ=0.01, skip gains excluded"}),
+            Run("eps_1e-2", (*_long_budget_flags(0.01), "--agc-eps", "1e-2"),
+                {"clip": "AGC λ=0.01, ε=1e-2"}),
         ),
+        title="Batch 1024, λ = 0.01, 240 steps",
     )
+
+
+def _long_budget_flags(clipping: float) -> tuple[str, ...]:
+    (run,) = (r for r in _clipping_long().runs if r.labels["clipping"] == clipping)
+    return run.flags
 
 
 EXPERIMENTS: dict[str, Callable[[], Experiment]] = {
