@@ -175,7 +175,7 @@ def _clipping_long() -> Experiment:
         preset="cpu",
         common_flags=("--steps", "240", "--warmup-epochs", "0", "--log-every-steps", "10"),
         runs=tuple(run for run in runs if run.labels["batch_size"] == LONG_BUDGET_BATCH),
-        title=f"Batch {LONG_BUDGET_BATCH}, 240 steps, peak learning rate 0.8 (× marks divergence)",
+        title=f"Batch {LONG_BUDGET_BATCH}, 240 steps, peak learning rate 0.8",
     )
 
 
@@ -369,13 +369,21 @@ def _plot_curves(ax_acc, ax_loss, result: RunResult, label: str, **style) -> Non
 
 
 def _summary_table(results: Sequence[RunResult], columns: Sequence[str]) -> str:
-    header = [*columns, "final test acc.", "best test acc.", "steps", "wall s", "diverged"]
+    """Returns a Markdown table with one row per run.
+
+    "diverged" means a non-finite loss stopped the run; "peak train loss" also shows blow-ups
+    that stayed finite (and often left the network dead, at chance accuracy).
+    """
+    header = [*columns, "final test acc.", "best test acc.", "peak train loss", "steps", "wall s",
+              "diverged"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for result in results:
         s = result.summary
         cells = [str(result.labels.get(c, "")) for c in columns]
         cells += [f"{_number(s.get('final_test_accuracy')):.4f}",
-                  f"{_number(s.get('best_test_accuracy')):.4f}", str(s.get("steps")),
+                  f"{_number(s.get('best_test_accuracy')):.4f}",
+                  f"{max((_number(r['train_loss']) for r in result.train), default=math.nan):.3g}",
+                  str(s.get("steps")),
                   f"{_number(s.get('wall_seconds')):.0f}", "yes" if s.get("diverged") else "no"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -397,6 +405,8 @@ def report_with_without_agc(experiment, results, figures_dir) -> list[pathlib.Pa
     for ax in (ax_acc, ax_loss):
         ax.grid(alpha=0.3)
         ax.legend()
+    if experiment.title:
+        fig.suptitle(experiment.title)
     return _save(fig, plt, figures_dir / f"{experiment.name}.png")
 
 
@@ -457,8 +467,8 @@ def report_clipping_sweep(experiment, results, figures_dir) -> list[pathlib.Path
 
 
 def report_clipping_long(experiment, results, figures_dir) -> list[pathlib.Path]:
-    """The curves of :func:`report_large_batch`, plus AGC's clip fraction per parameter kind."""
-    paths = report_large_batch(experiment, results, figures_dir)
+    """The curves of :func:`report_with_without_agc`, plus AGC's clip fraction per kind."""
+    paths = report_with_without_agc(experiment, results, figures_dir)
     clipped = [r for r in results if any(t.get("clip_fraction_by_param") for t in r.train)]
     kinds = sorted({kind for r in clipped for t in r.train
                     for kind in (t.get("clip_fraction_by_param") or {})})
