@@ -138,3 +138,13 @@ def test_clipping_long_report_draws_the_clip_fraction_per_parameter_kind(tmp_pat
     assert (tmp_path / "figures" / "clipping_long_clip_by_param.png").stat().st_size > 10_000
     table = (tmp_path / "figures" / "clipping_long.md").read_text()
     assert "0.6100" in table and f"{len(experiment.runs) - 2} of" in table
+
+
+@pytest.mark.parametrize("losses, shown", [([2.3, 5e32, 2.3], "5e+32"),
+                                           ([2.3, None], "non-finite"), ([], "—")])
+def test_the_table_shows_the_peak_training_loss(losses, shown):
+    result = experiments.RunResult(
+        name="r", labels={"clip": "x"}, summary={"final_test_accuracy": 0.1},
+        train=[{"step": i, "train_loss": loss} for i, loss in enumerate(losses)], evals=[])
+    row = experiments._summary_table([result], ["clip"]).splitlines()[-1]
+    assert row.split(" | ")[3] == shown  # clip, final, best, peak

@@ -382,11 +382,18 @@ def _summary_table(results: Sequence[RunResult], columns: Sequence[str]) -> str:
         cells = [str(result.labels.get(c, "")) for c in columns]
         cells += [f"{_number(s.get('final_test_accuracy')):.4f}",
                   f"{_number(s.get('best_test_accuracy')):.4f}",
-                  f"{max((_number(r['train_loss']) for r in result.train), default=math.nan):.3g}",
+                  _peak_loss(result),
                   str(s.get("steps")),
                   f"{_number(s.get('wall_seconds')):.0f}", "yes" if s.get("diverged") else "no"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _peak_loss(result: RunResult) -> str:
+    losses = [_number(r.get("train_loss")) for r in result.train]
+    if any(not math.isfinite(loss) for loss in losses):
+        return "non-finite"
+    return f"{max(losses):.3g}" if losses else "—"
 
 
 def _machine_line(results: Sequence[RunResult]) -> str:
