@@ -181,6 +181,8 @@ def _clipping_long() -> Experiment:
 
 def _skip_gain_floor() -> Experiment:
     # The first run is clipping_long's λ = 0.01 run, flag for flag.
+    long_budget = _clipping_long()
+    (base,) = (run.flags for run in long_budget.runs if run.labels["clipping"] == 0.01)
     return Experiment(
         name="skip_gain_floor",
         question="Is AGC's ε floor (a parameter at zero may move only ~lr·λ·ε per step) what "
@@ -188,22 +190,15 @@ def _skip_gain_floor() -> Experiment:
                  "240 steps: AGC on all but the head, also leaving out the skip gains, and "
                  "ε = 1e-2.",
         preset="cpu",
-        common_flags=_clipping_long().common_flags,
+        common_flags=long_budget.common_flags,
         runs=(
-            Run("head_excluded", _long_budget_flags(0.01), {"clip": "AGC λ=0.01, ε=1e-3"}),
-            Run("skip_gains_excluded", (*_long_budget_flags(0.01), "--agc-exclude",
-                                        "^head/|skip_gain$"),
+            Run("head_excluded", base, {"clip": "AGC λ=0.01, ε=1e-3"}),
+            Run("skip_gains_excluded", (*base, "--agc-exclude", "^head/|skip_gain$"),
                 {"clip": "AGC λ=0.01, skip gains excluded"}),
-            Run("eps_1e-2", (*_long_budget_flags(0.01), "--agc-eps", "1e-2"),
-                {"clip": "AGC λ=0.01, ε=1e-2"}),
+            Run("eps_1e-2", (*base, "--agc-eps", "1e-2"), {"clip": "AGC λ=0.01, ε=1e-2"}),
         ),
         title="Batch 1024, λ = 0.01, 240 steps",
     )
-
-
-def _long_budget_flags(clipping: float) -> tuple[str, ...]:
-    (run,) = (r for r in _clipping_long().runs if r.labels["clipping"] == clipping)
-    return run.flags
 
 
 EXPERIMENTS: dict[str, Callable[[], Experiment]] = {

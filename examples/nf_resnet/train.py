@@ -383,7 +383,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path,
     ctx = StepContext(graphdef, rest, tx, step_key, mean, std, config)
     state = jax.device_put(TrainState(jnp.zeros((), jnp.int32), params, tx.init(params)),
                            replicated)
-    if num_microbatches(config) > 1:
+    microbatches = num_microbatches(config)  # Also checks --microbatch-size.
+    if microbatches > 1:
         train_fn = MicrobatchedStep(ctx, replicated, batch_sharding)
     else:
         train_fn = jax.jit(functools.partial(train_step, ctx=ctx),
@@ -409,7 +410,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path,
     progress.message(
         f"{config.model}: {sum(x.size for x in jax.tree.leaves(params)):,} parameters, "
         f"{total_steps} steps of {config.batch_size}"
-        + (f" ({num_microbatches(config)} microbatches)" if num_microbatches(config) > 1 else "")
+        + (f" ({microbatches} microbatches)" if microbatches > 1 else "")
         + f" on {jax.device_count()} "
         f"{jax.devices()[0].device_kind} device(s), starting at step {start_step}.")
 
