@@ -84,7 +84,7 @@ LARGE_BATCH_BUDGET = ("--steps", "60", "--warmup-epochs", "0")
 BATCH_SIZES = (256, 1024, 4096)
 CLIPPINGS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32)
 # Batches above this are run as microbatches of this size (same gradient, summed before
-# clipping): XLA:CPU trains the cpu model ~2.5x faster per image at 256 than at 4096.
+# clipping): XLA:CPU trains the cpu model ~2x faster per image at 256 than at 4096.
 CPU_MICROBATCH = 256
 # Flags that change how a run executes, not what it computes (up to float rounding): a
 # stored run made without them still counts as done.

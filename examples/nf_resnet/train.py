@@ -234,7 +234,8 @@ class MicrobatchedStep:
 
     Gradient accumulation: AGC clips the whole batch's gradient, once per step, as at the
     full batch size. The loop over microbatches runs on the host, one jitted call each:
-    XLA:CPU ran the same loop inside one program (``lax.scan``) several times slower.
+    XLA:CPU ran the same loop inside one program (``lax.scan``) several times slower in a
+    one-off probe.
     """
 
     def __init__(self, ctx: StepContext, replicated: NamedSharding, batch_sharding: NamedSharding):
