@@ -91,12 +91,13 @@ class NNXUnitAxes:
     def __init__(self, table: dict[str, Axes]):
         self.table = dict(table)
 
-    def __call__(self, path: str, leaf: Any = _unit_axes._MISSING) -> Axes:
-        """Returns the fan-in axes of the parameter at ``path``."""
+    def __call__(self, path: str | _paths.KeyPath, leaf: Any = _unit_axes._MISSING) -> Axes:
+        """Returns the fan-in axes of the parameter at ``path`` (path string or key path)."""
         if leaf is _unit_axes._MISSING:
             raise TypeError(
                 f"nnx_unit_axes(...) was called with one argument. {_unit_axes.INJECT_HINT}"
             )
+        path = _paths.as_path_str(path)
         axes = self.table.get(path)
         if axes is None:
             return _unit_axes.default_unit_axes(path, leaf)

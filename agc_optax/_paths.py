@@ -45,6 +45,24 @@ def path_to_str(path: KeyPath) -> str:
     return join_keys(_key_to_str(k) for k in keys)
 
 
+def as_path_str(path: str | KeyPath) -> str:
+    """Returns the path string of ``path``, given as a path string or a raw JAX key path.
+
+    Every ``unit_axes`` rule the library hands out calls this first, so it
+    gives the same answer for ``"head/kernel"`` and for the key path
+    ``(DictKey('head'), DictKey('kernel'))`` of ``jax.tree_util.tree_flatten_with_path``.
+
+    Args:
+        path: a path string (returned unchanged) or a sequence of JAX keys.
+
+    Returns:
+        The ``/``-joined path string.
+    """
+    if isinstance(path, str):
+        return path
+    return path_to_str(tuple(path))
+
+
 def join_keys(keys: Any) -> str:
     """Joins plain keys into a path string: ``("layers", 0, "kernel")`` -> ``"layers/0/kernel"``."""
     return "/".join(str(k) for k in keys)

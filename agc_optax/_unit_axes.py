@@ -37,10 +37,13 @@ def leaf_rule(rule: Callable[[str, Any], Any]) -> Callable[..., Any]:
 
     ``optax.inject_hyperparams`` calls any callable argument with the step count.
     A rule wrapped here raises a TypeError that says how to keep it static,
-    instead of an opaque missing-argument error.
+    instead of an opaque missing-argument error. It also accepts a raw JAX key
+    path in place of the path string (converted with
+    :func:`agc_optax._paths.as_path_str`), so the rule can be used with
+    ``jax.tree_util.tree_map_with_path`` directly.
 
     Args:
-        rule: a function ``(path, leaf) -> value``.
+        rule: a function ``(path_string, leaf) -> value``.
 
     Returns:
         The same function, accepting exactly ``(path, leaf)``.
@@ -50,7 +53,7 @@ def leaf_rule(rule: Callable[[str, Any], Any]) -> Callable[..., Any]:
     def checked(path: Any, leaf: Any = _MISSING) -> Any:
         if leaf is _MISSING:
             raise TypeError(f"{rule.__name__} was called with one argument. {INJECT_HINT}")
-        return rule(path, leaf)
+        return rule(_paths.as_path_str(path), leaf)
 
     return checked
 

@@ -11,7 +11,13 @@ from conftest import mixed_scale_pair
 from flax import nnx
 from reference import reference_agc
 
-from agc_optax import agc, default_unit_axes, nnx_unit_axes, output_first_unit_axes
+from agc_optax import (
+    agc,
+    default_unit_axes,
+    nnx_unit_axes,
+    output_first_unit_axes,
+    path_to_str,
+)
 
 
 @pytest.mark.parametrize(
@@ -148,3 +154,22 @@ def test_nnx_unit_axes_rejects_a_different_model():
     rule = nnx_unit_axes(nnx.Linear(4, 3, rngs=nnx.Rngs(0)))
     with pytest.raises(ValueError, match="different model"):
         rule("kernel", jnp.zeros(()))
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["variables", "arrays"])
+def test_every_rule_accepts_raw_key_paths(pure):
+    """A key path from tree_flatten_with_path gives the same axes as its path string."""
+    model = Zoo(nnx.Rngs(0))
+    state = nnx.state(model, nnx.Param)
+    tree = nnx.as_pure(state) if pure else state
+    is_leaf = None if pure else (lambda x: isinstance(x, nnx.Variable))
+    keyed = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)[0]
+    rules = [default_unit_axes, output_first_unit_axes, nnx_unit_axes(model)]
+    for key_path, leaf in keyed:
+        assert not isinstance(key_path, str)
+        path = path_to_str(key_path)
+        for rule in rules:
+            assert rule(key_path, leaf) == rule(path, leaf), (rule, path)
+        if path in EXPECTED_NNX_AXES:
+            assert rules[2](key_path, leaf) == EXPECTED_NNX_AXES[path]
+    assert {path_to_str(k) for k, _ in keyed} >= set(EXPECTED_NNX_AXES)
