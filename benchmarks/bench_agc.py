@@ -1,10 +1,11 @@
 """Time the jitted AGC update against optax's and against a memory floor.
 
-Two float32 parameter trees in Flax layout are built from `jax.random`: an
-NF-ResNet-50-shaped one (HWIO conv kernels with per-channel gain and bias,
-scalar skip gains, a 2048x1000 head; ~25M parameters, 177 leaves) and a
+Two float32 parameter trees in Flax layout are filled from `jax.random`: the
+example's own NF-ResNet-50 (``examples.nf_resnet.models``, ImageNet layout with a
+1000-class head, shapes from ``nnx.eval_shape``: HWIO conv kernels with per-channel
+gain and bias, scalar skip gains; 25.6M parameters, 177 leaves) and a
 transformer-shaped one (18 pre-LN decoder layers with (d, heads, head_dim)
-attention kernels; ~23M parameters, 292 leaves). For each tree the script times
+attention kernels; 22.7M parameters, 292 leaves). For each tree the script times
 
 - ``floor``: one jitted elementwise pass that reads p and g and writes g, the
   least any update that reads both trees can cost;
@@ -16,32 +17,22 @@ attention kernels; ~23M parameters, 292 leaves). For each tree the script times
   reduction half of any AGC, so the table shows where AGC's time goes.
 
 Every variant is jitted without donation, its inputs are placed on the device
-beforehand and each call is timed to ``block_until_ready``. After one compiling
-call and one warm call per variant, the repeats are interleaved (each repeat
-times every variant once, in a rotated order) so that load from other processes
-hits all variants alike; the table reports medians and interquartile ranges.
+beforehand and timed with :mod:`benchmarks._common`'s interleaved timer (after a
+compiling and a warm call); the table reports medians and interquartile ranges.
 
 Run from the repository root::
 
-    python benchmarks/bench_agc.py                    # both trees, 1-2.5 min on 2 CPU cores
-    python benchmarks/bench_agc.py --tree resnet50 --repeats 50
-    python benchmarks/bench_agc.py --quick            # tiny trees, a smoke test
+    python -m benchmarks.bench_agc                    # both trees, 1-2.5 min on 2 CPU cores
+    python -m benchmarks.bench_agc --tree resnet50 --repeats 50
+    python -m benchmarks.bench_agc --quick            # tiny trees, a smoke test
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
-import gc
-import json
 import os
-import platform
-import re
-import socket
 import statistics
-import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,8 +41,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 
 import agc_optax
+from benchmarks import _common
+from examples.nf_resnet import models
 
 CLIPPING = 0.01
 EPS = 1e-3
@@ -79,17 +73,6 @@ EXTRA_RATIOS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class ResNetShape:
-    """Widths and depths of an NF-ResNet-style bottleneck network."""
-
-    depths: tuple[int, ...] = (3, 4, 6, 3)
-    widths: tuple[int, ...] = (256, 512, 1024, 2048)
-    stem_width: int = 64
-    bottleneck_ratio: float = 0.25
-    num_classes: int = 1000
-
-
-@dataclasses.dataclass(frozen=True)
 class TransformerShape:
     """Sizes of a pre-LN decoder-only transformer."""
 
@@ -102,18 +85,12 @@ class TransformerShape:
     max_len: int = 1024
 
 
-# Full-size presets and the tiny ones behind --quick: same leaf kinds, fewer and smaller.
-PRESETS = {
-    "resnet50": {
-        "full": ResNetShape(),
-        "quick": ResNetShape(depths=(1,), widths=(32,), stem_width=8, num_classes=10),
-    },
-    "transformer": {
-        "full": TransformerShape(),
-        "quick": TransformerShape(
-            num_layers=1, d_model=32, num_heads=2, head_dim=16, vocab_size=100, max_len=16
-        ),
-    },
+# The full-size transformer and the tiny one behind --quick: same leaf kinds, fewer and smaller.
+TRANSFORMERS = {
+    "full": TransformerShape(),
+    "quick": TransformerShape(
+        num_layers=1, d_model=32, num_heads=2, head_dim=16, vocab_size=100, max_len=16
+    ),
 }
 
 
@@ -121,30 +98,17 @@ def _f32(*shape: int) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(shape, jnp.float32)
 
 
-def _ws_conv(kh: int, kw: int, cin: int, cout: int) -> dict[str, Any]:
-    # Scaled weight-standardised conv (Brock et al. 2021a): kernel, gain and bias.
-    return {"kernel": _f32(kh, kw, cin, cout), "gain": _f32(cout), "bias": _f32(cout)}
+def resnet_shapes(quick: bool) -> dict[str, Any]:
+    """Shapes of the example's NF-ResNet-50 parameters (nf_resnet_nano if ``quick``).
 
-
-def resnet_shapes(shape: ResNetShape) -> dict[str, Any]:
-    """Shapes of an NF-ResNet parameter tree in Flax layout (HWIO kernels)."""
-    tree: dict[str, Any] = {"stem": {"conv": _ws_conv(7, 7, 3, shape.stem_width)}}
-    cin = shape.stem_width
-    for stage, (depth, width) in enumerate(zip(shape.depths, shape.widths, strict=True)):
-        mid = int(width * shape.bottleneck_ratio)
-        for index in range(depth):
-            block: dict[str, Any] = {
-                "conv0": _ws_conv(1, 1, cin, mid),
-                "conv1": _ws_conv(3, 3, mid, mid),
-                "conv2": _ws_conv(1, 1, mid, width),
-                "skip_gain": _f32(),
-            }
-            if index == 0:
-                block["shortcut"] = _ws_conv(1, 1, cin, width)
-            tree[f"stage{stage}_block{index}"] = block
-            cin = width
-    tree["head"] = {"kernel": _f32(cin, shape.num_classes), "bias": _f32(shape.num_classes)}
-    return tree
+    The model is built abstractly (``nnx.eval_shape``: no memory, no compute) with an
+    ImageNet-sized 1000-class head, and its ``nnx.Param`` state becomes a plain dict.
+    """
+    variant, num_classes = ("nf_resnet_nano", 10) if quick else ("nf_resnet_50", 1000)
+    model = nnx.eval_shape(
+        lambda: models.NFResNet(models.VARIANTS[variant], num_classes, rngs=nnx.Rngs(0))
+    )
+    return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
 
 def transformer_shapes(shape: TransformerShape) -> dict[str, Any]:
@@ -183,8 +147,9 @@ def transformer_shapes(shape: TransformerShape) -> dict[str, Any]:
 
 def tree_shapes(name: str, quick: bool) -> dict[str, Any]:
     """Shape tree of the named preset."""
-    shape = PRESETS[name]["quick" if quick else "full"]
-    return resnet_shapes(shape) if name == "resnet50" else transformer_shapes(shape)
+    if name == "resnet50":
+        return resnet_shapes(quick)
+    return transformer_shapes(TRANSFORMERS["quick" if quick else "full"])
 
 
 def make_params_and_grads(shapes: Any, seed: int) -> tuple[Any, Any]:
@@ -256,49 +221,9 @@ def make_variants(params: Any, grads: Any) -> dict[str, tuple[Callable[..., Any]
     return variants
 
 
-def _call(fn: Callable[..., Any], args: tuple) -> float:
-    start = time.perf_counter()
-    out = fn(*args)
-    jax.block_until_ready(out)
-    elapsed = time.perf_counter() - start
-    del out
-    return elapsed
-
-
-def time_variants(
-    variants: dict[str, tuple[Callable[..., Any], tuple]], repeats: int
-) -> tuple[dict[str, list[float]], dict[str, float]]:
-    """Per-variant call times in ms (interleaved repeats) and first-call seconds."""
-    first_call_s = {name: _call(fn, args) for name, (fn, args) in variants.items()}
-    for fn, args in variants.values():
-        _call(fn, args)
-    names = list(variants)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    gc.collect()
-    gc.disable()
-    try:
-        for repeat in range(repeats):
-            shift = repeat % len(names)
-            for name in names[shift:] + names[:shift]:
-                fn, args = variants[name]
-                times[name].append(1e3 * _call(fn, args))
-    finally:
-        gc.enable()
-    return times, first_call_s
-
-
 def summarise(samples_ms: Sequence[float]) -> dict[str, Any]:
-    """Median, quartiles and extremes of one variant's times."""
-    q25, median, q75 = np.percentile(samples_ms, [25, 50, 75])
-    return {
-        "median_ms": float(median),
-        "q25_ms": float(q25),
-        "q75_ms": float(q75),
-        "iqr_ms": float(q75 - q25),
-        "min_ms": float(min(samples_ms)),
-        "max_ms": float(max(samples_ms)),
-        "samples_ms": [round(t, 4) for t in samples_ms],
-    }
+    """Median, quartiles and extremes of one variant's times, and the samples."""
+    return _common.summarise(samples_ms) | {"samples_ms": [round(t, 4) for t in samples_ms]}
 
 
 def ratios(times: dict[str, list[float]]) -> tuple[dict[str, float], dict[str, float]]:
@@ -315,6 +240,10 @@ def ratios(times: dict[str, list[float]]) -> tuple[dict[str, float], dict[str, f
     return of_medians, paired
 
 
+def _bind(fn: Callable[..., Any], args: tuple) -> Callable[[], Any]:
+    return lambda: fn(*args)
+
+
 def bench_tree(name: str, quick: bool, repeats: int, seed: int, hlo_dir: Path | None) -> dict:
     """Build one tree, time every variant on it, and summarise."""
     params, grads = make_params_and_grads(tree_shapes(name, quick), seed)
@@ -327,7 +256,9 @@ def bench_tree(name: str, quick: bool, repeats: int, seed: int, hlo_dir: Path | 
         for variant, (fn, args) in variants.items():
             text = fn.lower(*args).compile().as_text()
             (hlo_dir / f"{name}_{variant.replace('+', '_')}.hlo.txt").write_text(text)
-    times, first_call_s = time_variants(variants, repeats)
+    calls = {variant: _bind(fn, args) for variant, (fn, args) in variants.items()}
+    first_call_s = _common.warm_up(calls)
+    times = _common.time_interleaved(calls, repeats)
     fn, args = variants["optax_agc"]
     optax_clipped, _ = fn(*args)
     stats = {variant: summarise(times[variant]) for variant in VARIANTS}
@@ -349,50 +280,6 @@ def bench_tree(name: str, quick: bool, repeats: int, seed: int, hlo_dir: Path | 
             key: bool(of_medians[key] <= bound) for key, (_, _, bound) in TARGETS.items()
         },
     }
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_info() -> dict[str, Any]:
-    """Where the numbers come from: CPU, accelerator and library versions."""
-    device = jax.devices()[0]
-    return {
-        "hostname": socket.gethostname(),
-        "platform": platform.platform(),
-        "processor": platform.processor(),
-        "cpu_model": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
-        "optax": optax.__version__,
-        "agc_optax": getattr(agc_optax, "__version__", None),
-        "backend": jax.default_backend(),
-        "device_kind": device.device_kind,
-        "device_count": jax.device_count(),
-        # Other processes compete for cores and memory bandwidth: record how busy it was.
-        "load_average_1m_at_start": round(os.getloadavg()[0], 2),
-    }
-
-
-def default_out_path(machine: dict[str, Any]) -> Path:
-    """benchmarks/results/agc_update_<machine>.json, named after the CPU or accelerator."""
-    if machine["backend"] == "cpu":
-        label = f"{machine['cpu_model']}-{machine['cpu_count']}c"
-    else:
-        label = machine["device_kind"]
-    slug = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-") or machine["hostname"]
-    return Path(__file__).resolve().parent / "results" / f"agc_update_{slug}.json"
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -446,7 +333,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="jax.random seed (default: 0)")
     parser.add_argument(
         "--out", type=Path, default=None,
-        help="JSON path (default: benchmarks/results/agc_update_<cpu-or-device>.json)",
+        help="JSON path (default: benchmarks/results/agc_update_<machine>.json)",
     )
     parser.add_argument("--dump-hlo", type=Path, default=None, metavar="DIR",
                         help="also write each variant's compiled HLO text to DIR")
@@ -460,18 +347,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if repeats < 1:
         raise SystemExit(f"--repeats must be at least 1, got {repeats}")
     names = ("resnet50", "transformer") if args.tree == "all" else (args.tree,)
-    machine = machine_info()
-    results: dict[str, Any] = {
-        "benchmark": "agc_update",
-        "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": machine,
+    results: dict[str, Any] = _common.result_header("agc_update", "benchmarks.bench_agc", argv)
+    machine = results["machine"]
+    results |= {
         "config": {
             "clipping": CLIPPING,
             "eps": EPS,
             "repeats": repeats,
             "quick": args.quick,
             "seed": args.seed,
-            "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
             "targets": {key: bound for key, (_, _, bound) in TARGETS.items()},
         },
         "trees": {},
@@ -488,10 +372,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(format_table(results))
     start, end = machine["load_average_1m_at_start"], results["load_average_1m_at_end"]
     print(f"load average (1 min) at start {start}, at end {end} on {machine['cpu_count']} CPUs")
-    out = args.out if args.out is not None else default_out_path(machine)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out}")
+    out = args.out or _common.result_path("agc_update", machine, quick=args.quick)
+    _common.write_results(results, out)
     return results
 
 

@@ -18,22 +18,21 @@ updates: ``agc`` (``agc_optax.agc`` with each leaf's true fan-in axes),
 ``agc_optax_axes`` (``agc_optax.agc`` with optax's shape rule, which reduces
 only axis 0 of every rank-3 kernel) and ``optax_agc``
 (``optax.adaptive_grad_clip``). It reads every cross-device collective and its
-bytes from the compiled HLO (:mod:`benchmarks.hlo_collectives`), checks the
+bytes from the compiled HLO (:mod:`tools.hlo_collectives`), checks the
 result against the same update unsharded and times it (medians of interleaved
-repeats). Simulated devices share the host's cores, so the times say little
-about real accelerators; the bytes are what the same program moves on any
-backend.
+repeats, :mod:`benchmarks._common`). Simulated devices share the host's cores,
+so the times say little about real accelerators; the bytes are what the same
+program moves on any backend.
 
 Run from the repository root::
 
-    python benchmarks/bench_sharded.py              # ~25 s on 2 CPU cores
-    python benchmarks/bench_sharded.py --quick      # tiny tree, a smoke test
+    python -m benchmarks.bench_sharded              # ~25 s on 2 CPU cores
+    python -m benchmarks.bench_sharded --quick      # tiny tree, a smoke test
 """
 
 from __future__ import annotations
 
 import os
-import sys
 
 # The number of simulated host devices is fixed when JAX starts.
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
@@ -44,12 +43,6 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
 import argparse
 import contextlib
 import dataclasses
-import datetime
-import gc
-import json
-import platform
-import statistics
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -60,12 +53,9 @@ import optax
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-import agc_optax  # noqa: E402
-from benchmarks import hlo_collectives  # noqa: E402
+import agc_optax
+from benchmarks import _common
+from tools import hlo_collectives
 
 CLIPPING = 0.01
 EPS = 1e-3
@@ -194,12 +184,6 @@ def update_fn(tx: optax.GradientTransformation) -> Callable[..., Any]:
     return jax.jit(lambda grads, params: tx.update(grads, optax.EmptyState(), params)[0])
 
 
-def _call(fn: Callable[..., Any], args: tuple) -> float:
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    return time.perf_counter() - start
-
-
 def relative_error(actual: Any, expected: Any) -> float:
     worst = 0.0
     for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
@@ -278,33 +262,17 @@ def measure(
             runnable[len(rows)] = (compiled, args)
             rows.append(row)
 
-    times = time_interleaved(runnable, repeats)
-    for index, samples in times.items():
-        rows[index]["median_ms"] = statistics.median(samples)
-        q25, q75 = np.percentile(samples, [25, 75])
-        rows[index]["iqr_ms"] = float(q75 - q25)
+    calls = {index: _bind(fn, args) for index, (fn, args) in runnable.items()}
+    _common.warm_up(calls)
+    for index, samples in _common.time_interleaved(calls, repeats).items():
+        stats = _common.summarise(samples)
+        rows[index]["median_ms"] = stats["median_ms"]
+        rows[index]["iqr_ms"] = stats["iqr_ms"]
     return rows
 
 
-def time_interleaved(
-    runnable: dict[int, tuple[Callable[..., Any], tuple]], repeats: int
-) -> dict[int, list[float]]:
-    """Per-row times in ms; each repeat calls every row once, in a rotated order."""
-    for fn, args in runnable.values():
-        _call(fn, args)
-    keys = list(runnable)
-    times: dict[int, list[float]] = {key: [] for key in keys}
-    gc.collect()
-    gc.disable()
-    try:
-        for repeat in range(repeats):
-            shift = repeat % len(keys)
-            for key in keys[shift:] + keys[:shift]:
-                fn, args = runnable[key]
-                times[key].append(1e3 * _call(fn, args))
-    finally:
-        gc.enable()
-    return times
+def _bind(fn: Callable[..., Any], args: tuple) -> Callable[[], Any]:
+    return lambda: fn(*args)
 
 
 def format_bytes(n: int) -> str:
@@ -354,8 +322,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--out", type=Path, default=REPO / "benchmarks" / "results" / "sharded_update.json",
-        help="where to write the JSON results",
+        "--out", type=Path, default=None,
+        help="where to write the JSON results (default: "
+        "benchmarks/results/sharded_update_<machine>.json)",
     )  # fmt: skip
     return parser.parse_args(argv)
 
@@ -377,17 +346,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     leaves = model_leaves(**sizes)
     axis_types = ("auto", "explicit") if args.mesh_types == "both" else (args.mesh_types,)
     rows = measure(leaves, repeats, args.seed, axis_types)
-    results = {
-        "benchmark": "sharded_update",
-        "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "jax": jax.__version__,
-            "optax": optax.__version__,
-            "agc_optax": agc_optax.__version__,
-            "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
-        },
+    results = _common.result_header("sharded_update", "benchmarks.bench_sharded", argv)
+    results |= {
         "config": {
             "clipping": CLIPPING,
             "eps": EPS,
@@ -404,12 +364,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     print(
         f"{results['config']['num_params'] / 1e6:.2f}M float32 params in "
-        f"{len(leaves)} leaves; {results['machine']['devices']}"
+        f"{len(leaves)} leaves; {jax.device_count()} x {jax.devices()[0].device_kind}"
     )
     print(format_table(results))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    machine = results["machine"]
+    _common.write_results(
+        results, args.out or _common.result_path("sharded_update", machine, quick=args.quick)
+    )
     return results
 
 

@@ -11,34 +11,29 @@ same chain without it (``--clipping 0``). Two models are timed in the same proce
   batches of 64 on an accelerator, and on 64×64×3 batches of 16 on a CPU, where the
   full size would take minutes per step.
 
-After a compiling call and a warm call, repeats are interleaved (each repeat times both
-variants of a model, alternating which goes first), so that load from other processes
-hits both alike; each call is timed to ``block_until_ready``. The table reports medians
+After a compiling call and a warm call, repeats are interleaved by
+:mod:`benchmarks._common` (each repeat times both variants of a model, alternating which
+goes first), so that load from other processes hits both alike; each call is timed to
+``block_until_ready``. The table reports medians
 ± interquartile ranges, the overhead ``with_agc / no_agc − 1`` of the medians (target:
 ≤ 3 %) and the median of the per-repeat ratios (``paired``), which drifting load from
 other processes disturbs less.
 
 Run from the repository root::
 
-    python benchmarks/bench_train_step.py                 # about 5 minutes on 2 CPU cores
-    python benchmarks/bench_train_step.py --models nf_resnet_50 --repeats 50
-    python benchmarks/bench_train_step.py --quick         # nano model, a smoke test
+    python -m benchmarks.bench_train_step                 # about 5 minutes on 2 CPU cores
+    python -m benchmarks.bench_train_step --models nf_resnet_50 --repeats 50
+    python -m benchmarks.bench_train_step --quick         # nano model, a smoke test
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import functools
-import json
-import os
-import platform
-import re
 import statistics
 import sys
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +44,10 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-# Run as a script, Python puts benchmarks/ on the path, not the repository root.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import _common
 from examples.nf_resnet import optim, train
 from examples.nf_resnet.configs import TrainConfig
 
-RESULTS = Path(__file__).resolve().parent / "results"
 OVERHEAD_TARGET = 0.03
 
 
@@ -105,52 +98,34 @@ def build_step(case: Case, clipping: float, dtype: str):
     return step, state, batch
 
 
+def _stepper(step: Callable[..., Any], state: Any, batch: Any) -> Callable[[], Any]:
+    """One training step per call, on a state the step donates and returns."""
+    current = [state]
+
+    def call() -> Any:
+        current[0], metrics = step(current[0], batch)
+        return metrics
+
+    return call
+
+
 def time_case(case: Case, repeats: int, clipping: float, dtype: str) -> dict[str, Any]:
-    variants = {"with_agc": clipping, "no_agc": 0.0}
-    steps, states, batches, compile_s = {}, {}, {}, {}
-    for name, lam in variants.items():
-        steps[name], states[name], batches[name] = build_step(case, lam, dtype)
-        for call in range(2):  # Compile, then one warm call.
-            start = time.perf_counter()
-            states[name], metrics = steps[name](states[name], batches[name])
-            jax.block_until_ready(metrics)
-            if call == 0:
-                compile_s[name] = time.perf_counter() - start
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    order = list(variants)
-    for i in range(repeats):
-        for name in order if i % 2 == 0 else order[::-1]:
-            start = time.perf_counter()
-            states[name], metrics = steps[name](states[name], batches[name])
-            jax.block_until_ready(metrics)
-            times[name].append(time.perf_counter() - start)
+    """Times one model's train step with AGC (λ = ``clipping``) and without."""
+    calls = {name: _stepper(*build_step(case, lam, dtype))
+             for name, lam in (("with_agc", clipping), ("no_agc", 0.0))}
+    compile_s = _common.warm_up(calls)
+    times = _common.time_interleaved(calls, repeats)
     result: dict[str, Any] = {"case": dataclasses.asdict(case), "compile_seconds": compile_s}
     for name, samples in times.items():
-        q1, median, q3 = np.percentile(samples, [25, 50, 75])
-        result[name] = {"median_ms": 1e3 * median, "iqr_ms": 1e3 * (q3 - q1),
-                        "images_per_second": case.batch_size / median, "samples": len(samples)}
+        stats = _common.summarise(samples)
+        result[name] = {"median_ms": stats["median_ms"], "iqr_ms": stats["iqr_ms"],
+                        "images_per_second": 1e3 * case.batch_size / stats["median_ms"],
+                        "samples": len(samples)}
     result["agc_overhead"] = result["with_agc"]["median_ms"] / result["no_agc"]["median_ms"] - 1
     # Paired per-repeat ratios are less sensitive to drifting load than a ratio of medians.
     ratios = [a / b for a, b in zip(times["with_agc"], times["no_agc"], strict=True)]
     result["agc_overhead_paired_median"] = statistics.median(ratios) - 1
     return result
-
-
-def cpu_model() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        return re.search(r"model name\s*:\s*(.*)", text).group(1).strip()
-    except (OSError, AttributeError):
-        return platform.processor() or "unknown"
-
-
-def machine() -> dict[str, Any]:
-    device = jax.devices()[0]
-    return {"cpu_model": cpu_model(), "cpu_count": len(os.sched_getaffinity(0)),
-            "backend": jax.default_backend(), "device_kind": device.device_kind,
-            "device_count": jax.device_count(), "jax": jax.__version__,
-            "python": platform.python_version(),
-            "load_average_1m_at_start": os.getloadavg()[0]}
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
@@ -177,29 +152,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto")
     parser.add_argument("--quick", action="store_true", help="nano model, 3 repeats")
     parser.add_argument("--out", type=Path, default=None,
-                        help="JSON output (default: benchmarks/results/train_step_<device>.json)")
+                        help="JSON output (default: benchmarks/results/train_step_<machine>.json)")
     args = parser.parse_args(argv)
     repeats = 3 if args.quick else args.repeats
     accelerator = jax.default_backend() != "cpu"
     results = [time_case(c, repeats, args.clipping, args.dtype)
                for c in cases(args.models, args.quick, accelerator)]
-    info = machine()
+    header = _common.result_header("train_step", "benchmarks.bench_train_step", argv)
+    info = header["machine"]
     print(f"{info['device_count']} x {info['device_kind']} ({info['backend']}), "
           f"CPU: {info['cpu_model']} x {info['cpu_count']}, medians of {repeats} steps")
     print_table(results)
-    slug = re.sub(r"[^a-z0-9]+", "-", f"{info['device_kind']}-{info['cpu_model']}".lower())
-    out = args.out or RESULTS / f"train_step_{'quick_' if args.quick else ''}{slug.strip('-')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "benchmark": "train_step",
-        "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": info,
+    out = args.out or _common.result_path("train_step", info, quick=args.quick)
+    _common.write_results(header | {
         "config": {"repeats": repeats, "clipping": args.clipping, "dtype": args.dtype,
-                   "command": " ".join(["bench_train_step.py", *(argv or sys.argv[1:])]),
                    "overhead_target": OVERHEAD_TARGET},
         "results": results,
-    }, indent=2) + "\n")
-    print(f"wrote {out}")
+    }, out)
     return 0
 
 

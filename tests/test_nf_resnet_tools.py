@@ -58,8 +58,8 @@ def test_plot_refuses_a_directory_without_metrics(tmp_path):
 def test_train_step_benchmark_quick_run_writes_its_json(tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "bench_train_step.py"), "--quick",
-         "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        [sys.executable, "-m", "benchmarks.bench_train_step", "--quick", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "overhead" in result.stdout
     data = json.loads(out.read_text())

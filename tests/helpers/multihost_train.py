@@ -39,7 +39,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from agc_optax import agc  # noqa: E402
-from benchmarks import hlo_collectives  # noqa: E402
+from tools import hlo_collectives  # noqa: E402
 
 GLOBAL_BATCH = 16
 LAYERS = ((8, 32), (32, 32), (32, 4))  # (fan-in, units) of each Dense layer.

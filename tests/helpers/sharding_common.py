@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from benchmarks import hlo_collectives
+from tools import hlo_collectives
 
 CLIPPING = 0.01
 EPS = 1e-3

@@ -28,7 +28,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from agc_optax import agc
-from benchmarks import hlo_collectives
+from tools import hlo_collectives
 
 pytestmark = pytest.mark.skipif(
     jax.device_count() < 8,
