@@ -1,0 +1,1 @@
+"""A Flax NNX Vision Transformer trained with AdamW and, optionally, AGC."""

@@ -1,0 +1,1 @@
+"""Training presets of the ViT example."""

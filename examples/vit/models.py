@@ -1,0 +1,167 @@
+"""A Vision Transformer (ViT) in Flax NNX, sized for small grayscale images.
+
+The image is cut into non-overlapping ``p × p`` patches, each linearly embedded (a
+convolution with kernel and stride ``p``) and added to a learned position embedding. A
+stack of pre-LayerNorm encoder blocks follows, each ``x + attention(norm(x))`` then
+``x + mlp(norm(x))``; a final LayerNorm, a mean over the tokens and a linear ``head``
+give the logits. Variants are rows of :data:`VARIANTS`.
+
+Every parameter path of the model (``blocks/0/attention/query/kernel``, ``head/kernel``,
+...) starts with one of ``patch_embed``, ``position_embedding``, ``blocks``,
+``final_norm`` and ``head``, so the anchored pattern ``"^head/"`` selects the classifier
+and nothing else.
+
+References:
+  Dosovitskiy et al., *An Image is Worth 16x16 Words: Transformers for Image Recognition
+  at Scale*, ICLR 2021, arXiv:2010.11929.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+_KERNEL_INIT = nnx.initializers.xavier_uniform()
+
+
+@dataclasses.dataclass(frozen=True)
+class ViTSpec:
+    """The layout of one ViT variant.
+
+    Attributes:
+      patch_size: side of the square patches; must divide the image side.
+      width: the token (model) dimension.
+      depth: number of encoder blocks.
+      num_heads: attention heads per block; must divide ``width``.
+      mlp_dim: hidden width of each block's MLP.
+    """
+
+    patch_size: int
+    width: int
+    depth: int
+    num_heads: int
+    mlp_dim: int
+
+
+VARIANTS: dict[str, ViTSpec] = {
+    # 28K parameters, 16 tokens: unit tests and the smoke preset.
+    "vit_nano": ViTSpec(patch_size=7, width=32, depth=2, num_heads=2, mlp_dim=64),
+    # 0.2M parameters, 49 tokens of 4×4 pixels: sized for the CPU preset.
+    "vit_cpu": ViTSpec(patch_size=4, width=64, depth=4, num_heads=4, mlp_dim=128),
+    # 4.8M parameters (ViT-S/4 widths, 8 blocks): for an accelerator.
+    "vit_small": ViTSpec(patch_size=4, width=256, depth=6, num_heads=8, mlp_dim=1024),
+}
+
+
+class Mlp(nnx.Module):
+    """The feed-forward half of an encoder block: ``output(gelu(hidden(x)))``."""
+
+    def __init__(self, width: int, mlp_dim: int, *, dtype: jnp.dtype | None, rngs: nnx.Rngs):
+        """Creates the two linear layers.
+
+        Args:
+          width: input and output features.
+          mlp_dim: hidden features.
+          dtype: compute dtype.
+          rngs: random streams for the initialisers.
+        """
+        self.hidden = nnx.Linear(width, mlp_dim, kernel_init=_KERNEL_INIT, dtype=dtype, rngs=rngs)
+        self.output = nnx.Linear(mlp_dim, width, kernel_init=_KERNEL_INIT, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Applies the MLP to the last axis of ``x``."""
+        return self.output(jax.nn.gelu(self.hidden(x)))
+
+
+class EncoderBlock(nnx.Module):
+    """A pre-LayerNorm transformer encoder block with residual dropout."""
+
+    def __init__(self, spec: ViTSpec, *, dropout_rate: float, dtype: jnp.dtype | None,
+                 rngs: nnx.Rngs):
+        """Creates the block.
+
+        Args:
+          spec: the variant's layout (width, heads, MLP width).
+          dropout_rate: dropout on each residual branch's output.
+          dtype: compute dtype.
+          rngs: random streams for the initialisers and dropout.
+        """
+        self.attention_norm = nnx.LayerNorm(spec.width, dtype=dtype, rngs=rngs)
+        self.attention = nnx.MultiHeadAttention(
+            spec.num_heads, spec.width, kernel_init=_KERNEL_INIT, dtype=dtype, decode=False,
+            keep_rngs=False, rngs=rngs)
+        self.mlp_norm = nnx.LayerNorm(spec.width, dtype=dtype, rngs=rngs)
+        self.mlp = Mlp(spec.width, spec.mlp_dim, dtype=dtype, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Applies the block to tokens ``(batch, tokens, width)``."""
+        x = x + self.dropout(self.attention(self.attention_norm(x)))
+        return x + self.dropout(self.mlp(self.mlp_norm(x)))
+
+
+class ViT(nnx.Module):
+    """A Vision Transformer classifier with mean pooling over the tokens."""
+
+    def __init__(
+        self,
+        spec: ViTSpec,
+        num_classes: int,
+        *,
+        image_size: int = 28,
+        in_features: int = 1,
+        dropout_rate: float = 0.0,
+        dtype: jnp.dtype | None = None,
+        rngs: nnx.Rngs,
+    ):
+        """Builds the network.
+
+        Args:
+          spec: the layout, e.g. ``VARIANTS["vit_cpu"]``.
+          num_classes: outputs of the classifier.
+          image_size: side of the square input images.
+          in_features: channels of the input images.
+          dropout_rate: dropout on every residual branch and before the classifier.
+          dtype: compute dtype; parameters are float32 whatever it is.
+          rngs: random streams (``params`` and ``dropout``).
+
+        Raises:
+          ValueError: the patch size does not divide the image side, or the number of
+            heads does not divide the width.
+        """
+        if image_size % spec.patch_size:
+            raise ValueError(f"patch_size {spec.patch_size} must divide the image side "
+                             f"{image_size}; pick a variant whose patches tile the image.")
+        if spec.width % spec.num_heads:
+            raise ValueError(f"num_heads {spec.num_heads} must divide width {spec.width}.")
+        p = spec.patch_size
+        self.patch_embed = nnx.Conv(in_features, spec.width, (p, p), strides=(p, p),
+                                    padding="VALID", kernel_init=_KERNEL_INIT, dtype=dtype,
+                                    rngs=rngs)
+        num_tokens = (image_size // p) ** 2
+        self.position_embedding = nnx.Param(
+            nnx.initializers.normal(0.02)(rngs.params(), (num_tokens, spec.width)))
+        self.blocks = nnx.List([
+            EncoderBlock(spec, dropout_rate=dropout_rate, dtype=dtype, rngs=rngs)
+            for _ in range(spec.depth)
+        ])
+        self.final_norm = nnx.LayerNorm(spec.width, dtype=dtype, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
+        self.head = nnx.Linear(spec.width, num_classes, kernel_init=nnx.initializers.zeros,
+                               dtype=dtype, rngs=rngs)
+
+    def tokens(self, x: jax.Array) -> jax.Array:
+        """Embeds NHWC images as ``(batch, tokens, width)``, position embedding added."""
+        patches = self.patch_embed(x)
+        batch, height, width, features = patches.shape
+        tokens = patches.reshape(batch, height * width, features)
+        return tokens + self.position_embedding[...].astype(tokens.dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Returns the logits (float32) for a batch of NHWC images."""
+        h = self.tokens(x)
+        for block in self.blocks:
+            h = block(h)
+        features = jnp.mean(self.final_norm(h), axis=1)
+        return self.head(self.dropout(features)).astype(jnp.float32)

@@ -1,0 +1,143 @@
+"""The ViT example's optimizer: AdamW with a clipping placement chosen by configuration.
+
+Four placements (``clip_placement``), the question a transformer + AdamW user asks:
+
+- ``"none"``: ``adamw``.
+- ``"global_norm"``: ``clip_by_global_norm → adamw``, the classic transformer recipe.
+- ``"agc_before"``: ``agc → adamw``; AGC clips each unit's *gradient* to
+  ``λ · max(‖W_i‖, ε)``, as in the NFNets paper.
+- ``"agc_after"``: ``adamw → agc``; AGC clips each unit's *update* (learning rate and
+  weight decay included) to ``λ · max(‖W_i‖, ε)``. This is what
+  ``optax.chain(optax.adamw(...), agc(...))`` does, knowingly or not.
+
+References:
+  Loshchilov, Hutter, *Decoupled Weight Decay Regularization*, ICLR 2019,
+  arXiv:1711.05101 (AdamW).
+  Brock, De, Smith, Simonyan, *High-Performance Large-Scale Image Recognition Without
+  Normalization*, ICML 2021, arXiv:2102.06171 (AGC, section 4.1).
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import optax
+from flax import nnx
+
+import agc_optax
+
+PLACEMENTS = ("none", "global_norm", "agc_before", "agc_after")
+UNIT_RULES = ("infer", "shape", "optax_rank")
+# The classifier is never clipped; the vectors are excluded on request.
+HEAD = r"^head/"
+NORMS_AND_BIASES = r"/(bias|scale)$"
+
+
+def weight_decay_mask(params: nnx.State) -> Any:
+    """Marks the kernels for weight decay: not biases, LayerNorm scales or embeddings."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: agc_optax.path_to_str(path).endswith("kernel"), params)
+
+
+def optax_rank_unit_axes(path: str, leaf: Any) -> tuple[int, ...]:
+    """Fan-in axes by optax's rank rule (``optax.adaptive_grad_clip`` 0.2.8, no ``axis``).
+
+    A leaf whose shape without size-1 axes has rank ≤ 1 is one unit; rank 2 and 3 reduce
+    axis 0 only (so an attention output kernel ``(heads, dim, out)`` gets one unit per
+    ``(head, out)`` pair instead of per output feature); rank 4 reduces ``(0, 1, 2)``;
+    rank 5 ``(0, 1, 2, 3)``.
+
+    Args:
+      path: the leaf's path string (for the error message).
+      leaf: the parameter (anything with a ``shape``).
+
+    Returns:
+      The axes optax would reduce.
+
+    Raises:
+      ValueError: the leaf's rank is above 5, where optax raises too.
+    """
+    shape = tuple(leaf.shape)
+    if sum(1 for n in shape if n != 1) <= 1:
+        return tuple(range(len(shape)))
+    if len(shape) in (2, 3):
+        return (0,)
+    if len(shape) in (4, 5):
+        return tuple(range(len(shape) - 1))
+    raise ValueError(f"optax's rank rule has no axes for {path!r} of shape {shape}; "
+                     "use --agc-units infer.")
+
+
+def model_unit_axes(model: nnx.Module, image_shape: tuple[int, ...]) -> Callable[..., Any]:
+    """The model's own fan-in axes for every parameter (AGC's ``unit_axes``).
+
+    Args:
+      model: the ViT.
+      image_shape: the shape of one NHWC input batch (only traced, never run).
+
+    Returns:
+      A ``(path, leaf) -> axes`` callable.
+    """
+    del image_shape  # Read by infer_unit_axes, which replaces nnx_unit_axes here.
+    return agc_optax.nnx_unit_axes(model)
+
+
+def unit_axes_rule(name: str, model: nnx.Module, image_shape: tuple[int, ...]) -> Any:
+    """Resolves ``--agc-units`` to AGC's ``unit_axes`` argument.
+
+    Args:
+      name: ``"infer"`` (the model's own computation), ``"shape"`` (the library's default
+        shape rule: every axis but the last) or ``"optax_rank"`` (:func:`optax_rank_unit_axes`).
+      model: the ViT, read by ``"infer"``.
+      image_shape: the input batch shape, read by ``"infer"``.
+
+    Returns:
+      The ``unit_axes`` argument of :func:`agc_optax.agc`.
+    """
+    if name == "infer":
+        return model_unit_axes(model, image_shape)
+    if name == "shape":
+        return None
+    if name == "optax_rank":
+        return optax_rank_unit_axes
+    raise ValueError(f"Unknown --agc-units {name!r}; choose from {UNIT_RULES}.")
+
+
+def agc_exclude(clip_norms_and_biases: bool) -> list[str]:
+    """AGC's ``exclude`` patterns: the head, and the vectors unless they are clipped."""
+    return [HEAD] if clip_norms_and_biases else [HEAD, NORMS_AND_BIASES]
+
+
+def create_optimizer(config: Any, total_steps: int, steps_per_epoch: int,
+                     unit_axes: Any = None) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """Returns AdamW with the configured clipping placement, and its schedule.
+
+    The learning rate warms up linearly from 0 to ``config.lr``, then decays to 0 by a
+    cosine. Weight decay is decoupled (AdamW) and applies to kernels only.
+
+    Args:
+      config: the run's configuration (``clip_placement``, ``clipping``, ``agc_eps``,
+        ``clip_global_norm``, ``clip_norms_and_biases``, ``lr``, ``b1``, ``b2``,
+        ``weight_decay``, ``warmup_epochs``).
+      total_steps: the run's length, for the cosine decay.
+      steps_per_epoch: to convert ``warmup_epochs`` into steps.
+      unit_axes: AGC's ``unit_axes`` (:func:`unit_axes_rule`).
+
+    Returns:
+      The optimizer and its learning-rate schedule.
+    """
+    if config.clip_placement not in PLACEMENTS:
+        raise ValueError(f"Unknown --clip-placement {config.clip_placement!r}; "
+                         f"choose from {PLACEMENTS}.")
+    warmup = min(round(config.warmup_epochs * steps_per_epoch), total_steps - 1)
+    schedule = optax.warmup_cosine_decay_schedule(0.0, config.lr, warmup, total_steps, 0.0)
+    adamw = optax.adamw(schedule, b1=config.b1, b2=config.b2,
+                        weight_decay=config.weight_decay, mask=weight_decay_mask)
+    if config.clip_placement == "none":
+        return adamw, schedule
+    if config.clip_placement == "global_norm":
+        return optax.chain(optax.clip_by_global_norm(config.clip_global_norm), adamw), schedule
+    agc = agc_optax.agc(config.clipping, config.agc_eps, unit_axes=unit_axes,
+                        exclude=agc_exclude(config.clip_norms_and_biases), track_stats=True)
+    parts = (agc, adamw) if config.clip_placement == "agc_before" else (adamw, agc)
+    return optax.chain(*parts), schedule

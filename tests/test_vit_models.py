@@ -1,0 +1,118 @@
+"""The ViT example's model: output shapes, parameter names and AGC's units for every leaf."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import agc_optax
+from examples.vit import models, optim
+
+NANO = models.VARIANTS["vit_nano"]  # patch 7, width 32, 2 blocks, 2 heads, MLP 64.
+IMAGE = (2, 28, 28, 1)
+
+
+def nano(**kwargs) -> models.ViT:
+    return models.ViT(NANO, 10, rngs=nnx.Rngs(0), **kwargs)
+
+
+def param_shapes(model: nnx.Module) -> dict[str, tuple[int, ...]]:
+    leaves = jax.tree_util.tree_leaves_with_path(nnx.state(model, nnx.Param))
+    return {agc_optax.path_to_str(path): tuple(leaf.shape) for path, leaf in leaves}
+
+
+def block_expectations(i: int) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Shape and fan-in axes of every parameter of encoder block ``i``, from the layers'
+    definitions: query/key/value ``(in, heads, head_dim)`` contract ``in``; the output
+    projection ``(heads, head_dim, out)`` contracts heads and head_dim; Dense ``(in, out)``
+    contracts ``in``; biases and LayerNorm scales are added or multiplied, one unit each
+    (a ``(heads, head_dim)`` bias is one unit: it is never contracted)."""
+    p = f"blocks/{i}/"
+    expected = {}
+    for name in ("query", "key", "value"):
+        expected[p + f"attention/{name}/kernel"] = ((32, 2, 16), (0,))
+        expected[p + f"attention/{name}/bias"] = ((2, 16), (0, 1))
+    expected[p + "attention/out/kernel"] = ((2, 16, 32), (0, 1))
+    expected[p + "attention/out/bias"] = ((32,), (0,))
+    expected[p + "mlp/hidden/kernel"] = ((32, 64), (0,))
+    expected[p + "mlp/hidden/bias"] = ((64,), (0,))
+    expected[p + "mlp/output/kernel"] = ((64, 32), (0,))
+    expected[p + "mlp/output/bias"] = ((32,), (0,))
+    for norm in ("attention_norm", "mlp_norm"):
+        expected[p + f"{norm}/scale"] = ((32,), (0,))
+        expected[p + f"{norm}/bias"] = ((32,), (0,))
+    return expected
+
+
+EXPECTED = {
+    **block_expectations(0),
+    **block_expectations(1),
+    # The patch embedding is a 7×7 conv over 1 channel: every axis but the output feature.
+    "patch_embed/kernel": ((7, 7, 1, 32), (0, 1, 2)),
+    "patch_embed/bias": ((32,), (0,)),
+    # Added to the tokens, never contracted. nnx_unit_axes does not know it and falls back
+    # to the default shape rule (one unit per feature, over the 16 positions);
+    # infer_unit_axes will make it one unit, (0, 1).
+    "position_embedding": ((16, 32), (0,)),
+    "final_norm/scale": ((32,), (0,)),
+    "final_norm/bias": ((32,), (0,)),
+    "head/kernel": ((32, 10), (0,)),
+    "head/bias": ((10,), (0,)),
+}
+
+
+def test_logits_have_one_float32_row_per_image():
+    logits = nano()(jnp.zeros(IMAGE))
+    assert logits.shape == (2, 10) and logits.dtype == jnp.float32
+
+
+def test_bfloat16_compute_keeps_float32_parameters():
+    model = nano(dtype=jnp.bfloat16)
+    tokens = model.tokens(jnp.zeros(IMAGE))
+    assert tokens.shape == (2, 16, 32) and tokens.dtype == jnp.bfloat16
+    assert {x.dtype for x in jax.tree.leaves(nnx.state(model, nnx.Param))} == {np.dtype(np.float32)}
+    assert model(jnp.zeros(IMAGE)).dtype == jnp.float32
+
+
+def test_tokens_are_patch_embeddings_plus_position_embedding():
+    model = nano()
+    x = jax.random.normal(jax.random.key(0), IMAGE)
+    kernel = np.asarray(model.patch_embed.kernel[...], np.float64).reshape(49, 32)
+    patches = np.asarray(x, np.float64).reshape(2, 4, 7, 4, 7).transpose(0, 1, 3, 2, 4)
+    expected = (patches.reshape(2, 16, 49) @ kernel + np.asarray(model.patch_embed.bias[...])
+                + np.asarray(model.position_embedding[...]))
+    np.testing.assert_allclose(model.tokens(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_parameters_have_the_expected_shapes():
+    assert param_shapes(nano()) == {path: shape for path, (shape, _) in EXPECTED.items()}
+
+
+def test_agc_units_of_every_parameter_match_the_layer_definitions():
+    model = nano()
+    unit_axes = optim.model_unit_axes(model, IMAGE)
+    params = nnx.state(model, nnx.Param)
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        name = agc_optax.path_to_str(path)
+        assert unit_axes(name, leaf) == EXPECTED[name][1], name
+
+
+def test_anchored_head_pattern_matches_only_the_classifier():
+    matched = {p for p in param_shapes(nano()) if re.search(optim.HEAD, p)}
+    assert matched == {"head/kernel", "head/bias"}
+
+
+def test_zero_initialised_head_gives_zero_logits():
+    np.testing.assert_array_equal(nano()(jnp.ones(IMAGE)), 0.0)
+
+
+@pytest.mark.parametrize(("patch_size", "num_heads", "message"),
+                         [(5, 2, "patch_size 5 must divide"), (7, 3, "num_heads 3 must divide")])
+def test_inconsistent_layouts_are_refused(patch_size, num_heads, message):
+    spec = models.ViTSpec(patch_size=patch_size, width=32, depth=1, num_heads=num_heads,
+                          mlp_dim=64)
+    with pytest.raises(ValueError, match=message):
+        models.ViT(spec, 10, rngs=nnx.Rngs(0))
