@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine for agc-optax: a virtual environment with the package,
-# its test and example extras, and Debian's Fashion-MNIST when it is missing.
+# its test, example and docs extras, and Debian's Fashion-MNIST when it is missing.
 # Idempotent: a second run only checks. Source it or run it; VENV overrides .venv.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -11,11 +11,13 @@ if [ ! -x "$venv/bin/python" ]; then
   echo "[setup] creating virtual environment $venv"
   "$python" -m venv "$venv"
 fi
-if ! "$venv/bin/python" -c "import agc_optax, grain, orbax.checkpoint, hypothesis, matplotlib" \
-    >/dev/null 2>&1; then
-  echo "[setup] installing agc-optax[test,examples] into $venv"
+# An existing environment that lacks any extra's package (e.g. one made before the docs
+# extra existed) gets the missing ones.
+if ! "$venv/bin/python" -c "import agc_optax, grain, orbax.checkpoint, hypothesis, matplotlib, \
+    mkdocs, material, mkdocstrings_handlers.python" >/dev/null 2>&1; then
+  echo "[setup] installing agc-optax[test,examples,docs] into $venv"
   "$venv/bin/python" -m pip install --quiet --upgrade pip
-  "$venv/bin/python" -m pip install --quiet -e "$repo[test,examples]"
+  "$venv/bin/python" -m pip install --quiet -e "$repo[test,examples,docs]"
 fi
 
 fmnist=/usr/share/datasets/fashion-mnist

@@ -12,7 +12,7 @@ README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 def test_quick_start_runs_and_clips():
     text = README.read_text()
-    block = re.search(r"## Quick start\n\n```python\n(.*?)```", text, re.S)
+    block = re.search(r"## Quick start\n.*?```python\n(.*?)```", text, re.S)
     assert block, "README lost its quick start"
     namespace: dict = {}
     exec(compile(block.group(1), "README quick start", "exec"), namespace)

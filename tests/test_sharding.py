@@ -5,7 +5,7 @@ when JAX starts, so each group runs in a child pytest process with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8``; its whole report is
 shown when anything in it fails. The checks themselves are in
 ``tests/helpers/sharding_*_checks.py``; ``sharding_docs_checks.py`` runs the code
-of ``docs/scaling_out.md``.
+of ``docs/guides/scaling_out.md``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Runs every ``python`` block of ``docs/scaling_out.md``, in order, in one namespace.
+"""Runs every ``python`` block of ``docs/guides/scaling_out.md``, in order, in one namespace.
 
 Run by ``tests/test_sharding.py`` in a child process with 8 simulated CPU
 devices, so the documented FSDP, tensor-parallel, Explicit-mesh and
@@ -13,7 +13,7 @@ from pathlib import Path
 import jax
 import pytest
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "scaling_out.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "guides" / "scaling_out.md"
 
 
 @pytest.mark.skipif(

@@ -1,0 +1,147 @@
+"""The documentation works as written: its code runs, its commands exist, the site builds.
+
+- Every ``python`` block of ``README.md`` and of each page under ``docs/`` runs, the blocks
+  of one page in order in one namespace (as a reader would paste them), from the repository
+  root. A block that must not run says so visibly in its fence,
+  ```` ```python title="not run: <why>" ````; use it rarely.
+- Every ``python -m MODULE`` command of a ``bash`` block names a module that exists, and
+  every ``--flag`` it passes is one that the module's ``--help`` lists; every
+  ``bash scripts/X.sh`` names a script of the repository.
+- ``mkdocs build --strict`` (warnings are errors) builds the site, whose API page documents
+  every public name of ``agc_optax``.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import shlex
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import agc_optax
+
+REPO = Path(__file__).resolve().parents[1]
+# Stored runs and generated tables hold no code of their own.
+GENERATED = ("docs/runs/", "docs/figures/")
+PAGES = sorted(
+    path.relative_to(REPO).as_posix()
+    for path in [REPO / "README.md", *(REPO / "docs").rglob("*.md")]
+    if not path.relative_to(REPO).as_posix().startswith(GENERATED)
+)
+# Pages whose blocks need what this process cannot give them, and the test that runs them.
+RUN_ELSEWHERE = {
+    "docs/guides/scaling_out.md": "tests/test_sharding.py, on 8 simulated devices",
+}
+SKIP_MARK = 'title="not run'
+FENCE = re.compile(
+    r"^(?P<indent>[ \t]*)```(?P<info>[^\n`]*)\n(?P<code>.*?)^(?P=indent)```[ \t]*$",
+    re.S | re.M,
+)
+
+
+def fenced_blocks(page: str, language: str) -> list[tuple[int, str, str]]:
+    """``(first line number, info string, dedented code)`` of a page's blocks in a language."""
+    text = (REPO / page).read_text()
+    blocks = []
+    for match in FENCE.finditer(text):
+        info = match["info"].strip()
+        if info.split(" ", 1)[0] != language:
+            continue
+        first_line = text.count("\n", 0, match.start("code")) + 1
+        blocks.append((first_line, info, textwrap.dedent(match["code"])))
+    return blocks
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_python_blocks_run(page: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocks = fenced_blocks(page, "python")
+    if page in RUN_ELSEWHERE:
+        assert blocks, f"{page} is listed in RUN_ELSEWHERE but has no python block"
+        return
+    monkeypatch.chdir(REPO)
+    namespace: dict[str, object] = {"__name__": f"docs:{page}"}
+    for first_line, info, code in blocks:
+        if SKIP_MARK in info:
+            continue
+        # Leading blank lines make tracebacks point at the Markdown file's own lines.
+        exec(compile("\n" * (first_line - 1) + code, str(REPO / page), "exec"), namespace)
+
+
+def test_few_blocks_are_marked_not_run() -> None:
+    marked = [
+        f"{page}:{line}"
+        for page in PAGES
+        for line, info, _ in fenced_blocks(page, "python")
+        if SKIP_MARK in info
+    ]
+    assert len(marked) <= 3, f"too many blocks marked {SKIP_MARK}...: {marked}"
+
+
+def test_no_reference_outside_the_repository() -> None:
+    for page in [*PAGES, "mkdocs.yml"]:
+        text = (REPO / page).read_text()
+        for outside in ("../shared", "/work/", "REFERENCES.md"):
+            assert outside not in text, f"{page} refers to {outside!r}, which a clone lacks"
+
+
+# ``python -m MODULE ...`` anywhere on a line, with the venv's interpreter or an activated one.
+COMMAND = re.compile(r"(?:^|[\s;&(])(?:\.venv/bin/)?python -m (?P<rest>[^#\n]*)")
+
+
+def shown_commands() -> list[tuple[str, list[str]]]:
+    """``(where, argv after "python -m")`` for every command of every bash block."""
+    found = []
+    for page in PAGES:
+        for first_line, _, code in fenced_blocks(page, "bash"):
+            for offset, line in enumerate(code.splitlines()):
+                for match in COMMAND.finditer(line):
+                    argv = shlex.split(match["rest"].split(" &")[0], comments=True)
+                    found.append((f"{page}:{first_line + offset}", argv))
+    return found
+
+
+@functools.cache
+def help_text(module: str, subcommand: str | None) -> str:
+    argv = [sys.executable, "-m", module, *([subcommand] if subcommand else []), "--help"]
+    child = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0, f"{' '.join(argv[1:])} failed:\n{child.stderr[-2000:]}"
+    return child.stdout
+
+
+@pytest.mark.slow
+def test_shown_commands_name_real_modules_and_flags() -> None:
+    commands = shown_commands()
+    assert len(commands) >= 10, commands
+    for where, argv in commands:
+        module, args = argv[0], argv[1:]
+        subcommand = args[0] if args and not args[0].startswith("-") else None
+        text = help_text(module, None)
+        if subcommand and re.search(rf"\b{re.escape(subcommand)}\b", text.split("\n\n")[0]):
+            text += help_text(module, subcommand)  # A subcommand with flags of its own.
+        for flag in {a.split("=", 1)[0] for a in args if a.startswith("--")}:
+            assert re.search(rf"{re.escape(flag)}\b", text), f"{where}: {module} has no {flag}"
+
+
+def test_shown_scripts_exist() -> None:
+    for page in PAGES:
+        for _, _, code in fenced_blocks(page, "bash"):
+            for script in re.findall(r"\bbash (\S+\.sh)", code):
+                assert (REPO / script).is_file(), f"{page} shows {script}, which does not exist"
+
+
+@pytest.mark.slow
+def test_site_builds_strictly_with_every_public_name(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    child = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert child.returncode == 0, child.stderr[-5000:]
+    api = (site / "api" / "index.html").read_text()
+    for name in agc_optax.__all__:
+        assert f'id="agc_optax.{name}"' in api, f"the API page lacks agc_optax.{name}"
