@@ -17,6 +17,8 @@ from agc_optax._agc import adaptive_grad_clip as adaptive_grad_clip
 from agc_optax._agc import agc as agc
 from agc_optax._agc import clip_grads as clip_grads
 from agc_optax._agc import with_agc as with_agc
+from agc_optax._infer import infer_unit_axes as infer_unit_axes
+from agc_optax._inferred import InferredUnitAxes as InferredUnitAxes
 from agc_optax._nnx import NNXUnitAxes as NNXUnitAxes
 from agc_optax._nnx import nnx_unit_axes as nnx_unit_axes
 from agc_optax._paths import path_to_str as path_to_str
@@ -28,11 +30,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AGCState",
+    "InferredUnitAxes",
     "NNXUnitAxes",
     "adaptive_grad_clip",
     "agc",
     "clip_grads",
     "default_unit_axes",
+    "infer_unit_axes",
     "nnx_unit_axes",
     "output_first_unit_axes",
     "path_to_str",
