@@ -210,8 +210,10 @@ def _gather(rec: Recorder, eqn: Any, states: Sequence[State], where: str) -> Sta
     if not isinstance(operand, dict):
         return DATA if indices is DATA or operand is DATA else None
     dn = eqn.params["dimension_numbers"]
-    if indices is DATA:
-        _lookup(rec, operand, dn.start_index_map, where, dn.operand_batching_dims)
+    if indices is DATA:  # Axes indexed with a window narrower than the axis are looked up.
+        in_shape, sizes = shape_of(eqn.invars[0]), eqn.params["slice_sizes"]
+        looked_up = [a for a in dn.start_index_map if sizes[a] < in_shape[a]]
+        _lookup(rec, operand, looked_up, where, dn.operand_batching_dims)
         return DATA
     out_rank = len(shape_of(eqn.outvars[0]))
     sliced = [a for a in range(len(shape_of(eqn.invars[0])))
