@@ -98,7 +98,8 @@ def shown_commands() -> list[tuple[str, list[str]]]:
     found = []
     for page in PAGES:
         for first_line, _, code in fenced_blocks(page, "bash"):
-            for offset, line in enumerate(code.splitlines()):
+            # A line continued with a trailing backslash is joined with the next one.
+            for offset, line in enumerate(code.replace("\\\n", " ").splitlines()):
                 for match in COMMAND.finditer(line):
                     argv = shlex.split(match["rest"].split(" &")[0], comments=True)
                     found.append((f"{page}:{first_line + offset}", argv))
