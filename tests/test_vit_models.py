@@ -53,10 +53,9 @@ EXPECTED = {
     # The patch embedding is a 7×7 conv over 1 channel: every axis but the output feature.
     "patch_embed/kernel": ((7, 7, 1, 32), (0, 1, 2)),
     "patch_embed/bias": ((32,), (0,)),
-    # Added to the tokens, never contracted. nnx_unit_axes does not know it and falls back
-    # to the default shape rule (one unit per feature, over the 16 positions);
-    # infer_unit_axes will make it one unit, (0, 1).
-    "position_embedding": ((16, 32), (0,)),
+    # Added to the tokens, never contracted: one unit (the default shape rule would make
+    # one unit per feature, over the 16 positions).
+    "position_embedding": ((16, 32), (0, 1)),
     "final_norm/scale": ((32,), (0,)),
     "final_norm/bias": ((32,), (0,)),
     "head/kernel": ((32, 10), (0,)),

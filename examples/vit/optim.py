@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 from flax import nnx
 
@@ -76,10 +77,11 @@ def model_unit_axes(model: nnx.Module, image_shape: tuple[int, ...]) -> Callable
       image_shape: the shape of one NHWC input batch (only traced, never run).
 
     Returns:
-      A ``(path, leaf) -> axes`` callable.
+      An :class:`agc_optax.InferredUnitAxes`: a ``(path, leaf) -> axes`` callable that
+      prints as a table.
     """
-    del image_shape  # Read by infer_unit_axes, which replaces nnx_unit_axes here.
-    return agc_optax.nnx_unit_axes(model)
+    image = jax.ShapeDtypeStruct(image_shape, jnp.float32)
+    return agc_optax.infer_unit_axes(lambda module, x: module(x), model, image)
 
 
 def unit_axes_rule(name: str, model: nnx.Module, image_shape: tuple[int, ...]) -> Any:
