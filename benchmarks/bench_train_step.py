@@ -1,8 +1,8 @@
 """Time a full NF-ResNet training step with and without AGC.
 
-The step is the example's own :func:`examples.nf_resnet.train.train_step` (on-device
+The step is the examples' own :func:`examples.common.steps.train_step` (on-device
 augmentation, forward, backward, optimizer update), built by its own
-``create_optimizer``: ``with_agc`` chains ``agc(λ, exclude="^head/", track_stats=True)``
+``create_train_state``: ``with_agc`` chains ``agc(λ, exclude="^head/", track_stats=True)``
 before weight decay and SGD-Nesterov, exactly as ``train.py`` does, and ``no_agc`` is the
 same chain without it (``--clipping 0``). Two models are timed in the same process:
 
@@ -38,14 +38,13 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from benchmarks import _common
-from examples.nf_resnet import optim, train
+from examples.common import steps
+from examples.nf_resnet import train
 from examples.nf_resnet.configs import TrainConfig
 
 OVERHEAD_TARGET = 0.03
@@ -76,23 +75,19 @@ def build_step(case: Case, clipping: float, dtype: str):
     """Returns ``(jitted step, initial state, device batch)`` for one variant."""
     config = TrainConfig(model=case.model, batch_size=case.batch_size, clipping=clipping,
                          dtype=dtype, steps=1000)
-    model = train.create_model(config, 10, case.channels,
-                               nnx.Rngs(params=jax.random.key(0), dropout=0))
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    tx, _ = optim.create_optimizer(config, total_steps=1000, steps_per_epoch=100)
-    ctx = train.StepContext(graphdef, rest, tx, jax.random.key(1),
-                            np.zeros(case.channels, np.float32),
-                            np.ones(case.channels, np.float32), config)
+    state, ctx = train.create_train_state(
+        config, num_classes=10, in_features=case.channels,
+        mean=np.zeros(case.channels, np.float32), std=np.ones(case.channels, np.float32),
+        total_steps=1000, steps_per_epoch=100)
     mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
     replicated, batched = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    state = jax.device_put(train.TrainState(jnp.zeros((), jnp.int32), params, tx.init(params)),
-                           replicated)
+    state = jax.device_put(state, replicated)
     rng = np.random.default_rng(0)
     shape = (case.batch_size, case.image_size, case.image_size, case.channels)
     batch = jax.device_put({"image": rng.integers(0, 256, shape, dtype=np.uint8),
                             "label": rng.integers(0, 10, case.batch_size).astype(np.int32)},
                            batched)
-    step = jax.jit(functools.partial(train.train_step, ctx=ctx),
+    step = jax.jit(functools.partial(steps.train_step, ctx=ctx),
                    in_shardings=(replicated, batched), out_shardings=(replicated, replicated),
                    donate_argnums=0)
     return step, state, batch

@@ -14,15 +14,14 @@ import subprocess
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from examples.nf_resnet import configs, datasets, input_pipeline, optim, train
+from examples.common import datasets, runs, steps, trainer
+from examples.nf_resnet import configs, main, train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TRAIN_FIELDS = {"step", "train_loss", "train_accuracy", "learning_rate", "clip_fraction",
@@ -41,8 +40,8 @@ pytestmark = pytest.mark.skipif(datasets.locate("fashion_mnist") is None,
 
 
 def read_metrics(workdir: pathlib.Path) -> tuple[list[dict], list[dict]]:
-    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-    return ([r for r in records if "train_loss" in r], [r for r in records if "test_loss" in r])
+    run = runs.read_run(workdir)
+    return run.train, run.evals
 
 
 def saved_params(workdir: pathlib.Path, step: int) -> list[np.ndarray]:
@@ -81,14 +80,14 @@ def test_smoke_training_lowers_the_loss_and_writes_every_file(tmp_path):
 def test_resume_after_ctrl_c_ends_with_the_uninterrupted_parameters(tmp_path, monkeypatch):
     uninterrupted = train.train_and_evaluate(TINY, tmp_path / "a")
 
-    log_progress = train._log_progress
+    log_record = trainer.log_record
 
     def press_ctrl_c_at_step_8(progress, step, record):
-        log_progress(progress, step, record)
+        log_record(progress, step, record)
         if step == 8:
             os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(train, "_log_progress", press_ctrl_c_at_step_8)
+    monkeypatch.setattr(trainer, "log_record", press_ctrl_c_at_step_8)
     interrupted = train.train_and_evaluate(TINY, tmp_path / "b")
     assert interrupted["interrupted"] and interrupted["steps"] == 8
     monkeypatch.undo()
@@ -111,7 +110,7 @@ def test_resume_after_ctrl_c_ends_with_the_uninterrupted_parameters(tmp_path, mo
 def test_agc_off_and_the_global_norm_baseline_run_from_the_command_line(tmp_path, flags):
     argv = ["--preset", "smoke", "--steps", "4", "--train-examples", "512",
             "--log-every-steps", "2", "--workdir", str(tmp_path), *flags]
-    assert train.main(argv) == 0
+    assert main.main(argv) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     records, _ = read_metrics(tmp_path)
     assert summary["steps"] == 4 and np.isfinite(records[-1]["train_loss"])
@@ -142,25 +141,24 @@ def test_microbatches_give_the_full_batch_step(tmp_path):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
 
 
-def test_the_host_loop_over_microbatches_computes_train_step():
+def test_the_host_loop_over_microbatches_computes_the_whole_batch_step():
     config = dataclasses.replace(TINY, microbatch_size=16)
-    data = train.load_data(config)
-    model = train.create_model(config, data.num_classes, 1, nnx.Rngs(params=0, dropout=0))
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    tx, _ = optim.create_optimizer(config, total_steps=4, steps_per_epoch=16)
-    mean, std = input_pipeline.channel_stats(data.train_images)
-    ctx = train.StepContext(graphdef, rest, tx, jax.random.key(1), mean, std, config)
-    state = train.TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
+    data = trainer.load_data(config)
+    state, ctx = train.create_train_state(
+        config, num_classes=data.num_classes, in_features=1,
+        mean=np.float32([0.3]), std=np.float32([0.3]), total_steps=4, steps_per_epoch=16)
     batch = {"image": data.train_images[:64], "label": data.train_labels[:64]}
     replicated = NamedSharding(jax.sharding.Mesh(jax.devices(), ("data",)), P())
-    host_loop = train.MicrobatchedStep(ctx, replicated, replicated)
-    assert host_loop.num_microbatches == 4
-    one_program = jax.jit(functools.partial(train.train_step, ctx=ctx))
-    (state_a, metrics_a), (state_b, metrics_b) = one_program(state, batch), host_loop(state, batch)
+    host_loop = steps.MicrobatchedStep(ctx, replicated, replicated)
+    assert host_loop.count == 4
+    whole_batch = jax.jit(functools.partial(steps.train_step, ctx=ctx))
+    (state_a, metrics_a), (state_b, metrics_b) = whole_batch(state, batch), host_loop(state, batch)
+    assert int(state_b.step) == 1
     for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b), strict=True):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-7)
-    assert metrics_a.keys() == metrics_b.keys()
+    assert jax.tree.structure(metrics_a) == jax.tree.structure(metrics_b)
     np.testing.assert_allclose(metrics_b["loss"], metrics_a["loss"], rtol=1e-6)
+    np.testing.assert_allclose(metrics_b["accuracy"], metrics_a["accuracy"], rtol=1e-6)
 
 
 @pytest.mark.parametrize("microbatch_size", [24, 40])
@@ -168,7 +166,7 @@ def test_a_microbatch_size_that_does_not_divide_the_batch_is_refused(microbatch_
     config = dataclasses.replace(TINY, microbatch_size=microbatch_size)
     with pytest.raises(ValueError, match=r"--microbatch-size .* must divide --batch-size 64"
                                          r".*e\.g\. --microbatch-size (16|32)"):
-        train.num_microbatches(config)
+        steps.num_microbatches(config)
 
 
 def test_a_non_finite_loss_stops_the_run_cleanly(tmp_path):
@@ -183,7 +181,7 @@ def test_a_non_finite_loss_stops_the_run_cleanly(tmp_path):
 def test_eight_simulated_devices_match_one_device(tmp_path, microbatches):
     flags = ["--preset", "smoke", "--steps", "1", "--train-examples", "1024",
              "--log-every-steps", "1", *microbatches]
-    assert train.main([*flags, "--workdir", str(tmp_path / "one")]) == 0
+    assert main.main([*flags, "--workdir", str(tmp_path / "one")]) == 0
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
            "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
     result = subprocess.run(

@@ -9,7 +9,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from examples.nf_resnet import datasets
+from examples.common import datasets
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

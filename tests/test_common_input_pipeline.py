@@ -7,7 +7,7 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from examples.nf_resnet import input_pipeline
+from examples.common import input_pipeline
 
 N = 100
 

@@ -1,4 +1,4 @@
-"""Run outputs: ``metrics.jsonl`` records and a progress bar or plain log lines."""
+"""Run outputs: ``metrics.jsonl`` records, throughput, and a progress bar or log lines."""
 
 import json
 import logging
@@ -8,7 +8,11 @@ import sys
 import time
 from typing import Any
 
+import jax
+import numpy as np
 from tqdm import tqdm
+
+from examples.common import runs
 
 
 class MetricsWriter:
@@ -22,10 +26,10 @@ class MetricsWriter:
           resume_step: when resuming, records after this step (written by the interrupted
             run after its last checkpoint) are dropped so no step appears twice.
         """
-        self.path = workdir / "metrics.jsonl"
+        self.path = workdir / runs.METRICS
         self.previous_records: list[dict[str, Any]] = []
         if resume_step is not None and self.path.exists():
-            records = [json.loads(line) for line in self.path.read_text().splitlines() if line]
+            records = runs.read_records(self.path)
             self.previous_records = [r for r in records if r["step"] <= resume_step]
             self.path.write_text("".join(json.dumps(r) + "\n" for r in self.previous_records))
         elif self.path.exists():
@@ -87,3 +91,46 @@ class Progress:
         """Closes the bar."""
         if self._bar is not None:
             self._bar.close()
+
+
+def mean_metrics(history: list[Any]) -> dict[str, Any]:
+    """Fetches and averages per-step metrics (nested dicts of scalars) in one device sync."""
+    fetched = jax.device_get(history)
+    return jax.tree.map(lambda *values: float(np.mean(values)), *fetched)
+
+
+class Throughput:
+    """Images per second over the run and over each logging interval.
+
+    The first step compiles, so both leave it out: :meth:`started` marks its end.
+
+    Args:
+      batch_size: images per step.
+      step: the step the run starts from.
+    """
+
+    def __init__(self, batch_size: int, step: int):
+        self.batch_size = batch_size
+        self._start: tuple[float, int] | None = None
+        self._interval = (time.monotonic(), step)
+
+    def started(self, metrics: Any, step: int) -> None:
+        """Called after every step; the first call waits for it and starts the clocks."""
+        if self._start is None:
+            jax.block_until_ready(metrics)
+            self._start = self._interval = (time.monotonic(), step)
+
+    def _rate(self, since: tuple[float, int] | None, step: int) -> float | None:
+        if since is None or step <= since[1]:
+            return None
+        return (step - since[1]) * self.batch_size / max(time.monotonic() - since[0], 1e-9)
+
+    def interval(self, step: int) -> float | None:
+        """Images per second since the last call; ``None`` when no timed step ran."""
+        rate = self._rate(self._interval, step)
+        self._interval = (time.monotonic(), step)
+        return rate
+
+    def overall(self, step: int) -> float | None:
+        """Images per second since the first step; ``None`` when no other step ran."""
+        return self._rate(self._start, step)

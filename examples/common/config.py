@@ -1,0 +1,64 @@
+"""The configuration fields the shared trainer reads; each family's config extends it."""
+
+import dataclasses
+
+from examples.common import datasets
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+    """Data, batch, length, augmentation, clipping, logging and seed of a training run.
+
+    A family's ``TrainConfig`` subclasses this and adds its model's and optimizer's
+    fields; every field becomes a command-line flag (:mod:`examples.common.flags`), with
+    the text below as its help.
+
+    Attributes:
+      dataset: the dataset to train and evaluate on.
+      data_dir: directory searched first for the dataset's files.
+      train_examples: use only the first this many training examples (``None``: all).
+      test_examples: evaluate on only the first this many test examples (``None``: all).
+      model: the model variant, one of the family's.
+      batch_size: global batch size, over all devices and hosts.
+      microbatch_size: split each batch into microbatches of this size and sum their
+        gradients before clipping (gradient accumulation: one optimizer step per batch,
+        for batches that do not fit in memory, or run slowly, at once; ``None``: no split).
+      epochs: training length in epochs, unless ``steps`` is set.
+      steps: training length in steps; overrides ``epochs``.
+      label_smoothing: label-smoothing factor of the training loss.
+      clipping: AGC's λ; 0 turns AGC off.
+      agc_eps: AGC's ε: units with ‖W‖ < ε are compared with λ·ε.
+      agc_exclude: regex of the parameter paths AGC leaves alone (the classifier).
+      clip_global_norm: clip the global gradient norm to this (``optax.clip_by_global_norm``,
+        the classic baseline); 0 is off.
+      crop_padding: zero padding before the random crop; 0 for no crop.
+      flip: random horizontal flips.
+      dtype: the compute dtype (``auto``: bfloat16 on GPU/TPU, float32 on CPU); parameters
+        and AGC statistics stay float32.
+      eval_batch_size: global batch size of evaluation.
+      log_every_steps: interval of training records in ``metrics.jsonl``.
+      seed: seeds initialisation, shuffling, augmentation and dropout.
+    """
+
+    dataset: str = dataclasses.field(default="fashion_mnist",
+                                     metadata={"choices": tuple(sorted(datasets.SOURCES))})
+    data_dir: str | None = None
+    train_examples: int | None = None
+    test_examples: int | None = None
+    model: str = ""
+    batch_size: int = 256
+    microbatch_size: int | None = None
+    epochs: int = 10
+    steps: int | None = None
+    label_smoothing: float = 0.1
+    clipping: float = 0.01
+    agc_eps: float = 1e-3
+    agc_exclude: str = r"^head/"
+    clip_global_norm: float = 0.0
+    crop_padding: int = 2
+    flip: bool = True
+    dtype: str = dataclasses.field(default="auto",
+                                   metadata={"choices": ("auto", "float32", "bfloat16")})
+    eval_batch_size: int = 1000
+    log_every_steps: int = 50
+    seed: int = 0

@@ -1,0 +1,61 @@
+"""What a family's ``main.py`` does around training: logging, distributed start-up, exit status."""
+
+import logging
+import os
+import pathlib
+import sys
+from typing import Any
+
+import jax
+
+
+def setup_logging() -> None:
+    """Logs INFO lines with a time stamp to stderr, without JAX's and Orbax's chatter."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr,
+                        force=True)
+    for noisy in ("absl", "orbax", "jax"):  # Their INFO lines would drown the progress lines.
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def maybe_initialize_distributed() -> None:
+    """Calls ``jax.distributed.initialize`` on a multi-host launch.
+
+    Under SLURM, Open MPI or on a TPU pod JAX discovers the processes itself. A launch by
+    hand sets ``JAX_COORDINATOR_ADDRESS`` (``host:port`` of process 0),
+    ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` in every process; JAX does not read the
+    last two, so they are passed on here. Nothing happens on a single-process launch or
+    when the caller already initialised ``jax.distributed``.
+    """
+    if jax.distributed.is_initialized():
+        return
+    if os.environ.get("JAX_NUM_PROCESSES"):
+        missing = [v for v in ("JAX_COORDINATOR_ADDRESS", "JAX_PROCESS_ID") if v not in os.environ]
+        if missing:
+            raise ValueError(f"JAX_NUM_PROCESSES is set but {missing} are not: a launch by hand "
+                             "sets all three in every process.")
+        jax.distributed.initialize(
+            coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
+            num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+            process_id=int(os.environ["JAX_PROCESS_ID"]),
+        )
+        return
+    cluster_vars = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
+    cluster_tasks = max(int(os.environ.get(v) or 1) for v in cluster_vars)
+    if cluster_tasks > 1 or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        jax.distributed.initialize()
+
+
+def exit_status(summary: dict[str, Any], workdir: pathlib.Path) -> int:
+    """Logs how a run ended; returns its exit status (130 when interrupted).
+
+    A diverged run exits with 0: a finding, not a failure (grids of runs expect some).
+    """
+    if summary["diverged"]:
+        logging.info("The run diverged (non-finite loss); see %s.", workdir / "summary.json")
+        return 0
+    if summary["interrupted"]:
+        return 130
+    logging.info("final test accuracy %.4f, best %.4f, %s images/s, %.0f s",
+                 summary["final_test_accuracy"], summary["best_test_accuracy"],
+                 f"{summary['images_per_second'] or 0:.0f}", summary["wall_seconds"])
+    return 0

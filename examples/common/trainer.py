@@ -1,0 +1,277 @@
+"""The training loop every example shares, data-parallel over every device JAX sees.
+
+Read :func:`train_and_evaluate` top to bottom for a whole run. A model family brings its
+model and optimizer as a :class:`~examples.common.state.ModelFamily`; the steps
+(:mod:`examples.common.steps`) are pure and jitted, and logging, evaluation, checkpoints
+and the summary live in the named functions around them.
+"""
+
+import dataclasses
+import functools
+import json
+import pathlib
+import signal
+import time
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from examples.common import checkpointing, datasets, input_pipeline, reporting, runs, steps
+from examples.common.config import LoopConfig
+from examples.common.state import ModelFamily, StepContext, TrainState, create_train_state
+
+
+class Shardings(NamedTuple):
+    """Batches split over a 1-D mesh of every device; the state replicated."""
+
+    batch: NamedSharding
+    replicated: NamedSharding
+
+
+@dataclasses.dataclass
+class Status:
+    """Where a run stands: its step, its evaluations and how it ended."""
+
+    start_step: int
+    step: int
+    evals: list[dict[str, Any]]
+    resumed: bool
+    diverged: bool = False
+    interrupted: bool = False
+
+
+def data_parallel(config: LoopConfig) -> Shardings:
+    """Returns the shardings of a data-parallel run, checking the batches divide evenly."""
+    for name in ("batch_size", "eval_batch_size"):
+        if getattr(config, name) % jax.device_count():
+            raise ValueError(f"--{name.replace('_', '-')} {getattr(config, name)} does not "
+                             f"divide by the {jax.device_count()} devices.")
+    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+    return Shardings(NamedSharding(mesh, P("data")), NamedSharding(mesh, P()))
+
+
+def load_data(config: LoopConfig) -> datasets.ImageDataset:
+    """Loads the dataset, cut to the configured number of examples."""
+    data = datasets.load(config.dataset, config.data_dir)
+    train, test = slice(config.train_examples), slice(config.test_examples)
+    return data._replace(train_images=data.train_images[train],
+                         train_labels=data.train_labels[train],
+                         test_images=data.test_images[test], test_labels=data.test_labels[test])
+
+
+def jit_steps(ctx: StepContext, shardings: Shardings) -> tuple[Any, Any]:
+    """Returns the jitted training step (microbatched if configured) and evaluation step."""
+    if steps.num_microbatches(ctx.config) > 1:
+        train_fn = steps.MicrobatchedStep(ctx, shardings.replicated, shardings.batch)
+    else:
+        train_fn = jax.jit(functools.partial(steps.train_step, ctx=ctx),
+                           in_shardings=(shardings.replicated, shardings.batch),
+                           out_shardings=(shardings.replicated, shardings.replicated),
+                           donate_argnums=0)
+    eval_fn = jax.jit(functools.partial(steps.eval_step, ctx=ctx),
+                      in_shardings=(shardings.replicated, shardings.batch),
+                      out_shardings=shardings.replicated)
+    return train_fn, eval_fn
+
+
+def evaluate(eval_fn: Any, state: TrainState, data: datasets.ImageDataset, config: LoopConfig,
+             sharding: NamedSharding) -> dict[str, float]:
+    """Returns ``test_loss`` and ``test_accuracy`` over the whole test set."""
+    totals = {"loss": 0.0, "correct": 0.0, "count": 0.0}
+    # No larger than the test set (rounded up to a multiple of the devices), to pad little.
+    devices = jax.device_count()
+    batch_size = min(config.eval_batch_size, -(-len(data.test_images) // devices) * devices)
+    for batch in input_pipeline.eval_batches(
+        data.test_images, data.test_labels, global_batch_size=batch_size,
+        process_index=jax.process_index(), process_count=jax.process_count(),
+    ):
+        device_batch = {k: jax.make_array_from_process_local_data(sharding, v)
+                        for k, v in batch._asdict().items()}
+        for k, v in jax.device_get(eval_fn(state, device_batch)).items():
+            totals[k] += float(v)
+    return {"test_loss": totals["loss"] / totals["count"],
+            "test_accuracy": totals["correct"] / totals["count"]}
+
+
+def restore(checkpointer: checkpointing.Checkpointer, state: TrainState,
+            resume: bool) -> tuple[TrainState, dict[str, Any] | None, int]:
+    """Restores the newest checkpoint when resuming and there is one.
+
+    Returns:
+      ``(state, data_state, step)``: the state, the input pipeline's position (``None``:
+      from the start) and the step to continue from.
+    """
+    step = checkpointer.latest_step() if resume else None
+    if step is None:
+        return state, None, 0
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+    state, data_state = checkpointer.restore(step, abstract)
+    return state, data_state, step
+
+
+def make_record(step: int, history: list[Any], ctx: StepContext, steps_per_epoch: int,
+                throughput: reporting.Throughput) -> dict[str, Any]:
+    """The training record of a logging interval: the means of its steps' metrics."""
+    means = reporting.mean_metrics(history)  # Waits for the interval's steps to finish.
+    return {
+        "step": step, "epoch": step / steps_per_epoch,
+        "train_loss": means["loss"], "train_accuracy": means["accuracy"],
+        "learning_rate": float(ctx.schedule(step - 1)),
+        "clip_fraction": means["clip_fraction"],
+        "clip_fraction_by_param": means["clip_fraction_by_param"] or None,
+        # None for an interval holding only the first, compiling step.
+        "images_per_second": throughput.interval(step),
+    }
+
+
+def log_record(progress: reporting.Progress, step: int, record: dict[str, Any]) -> None:
+    """Shows a training record on the progress bar (or as a log line)."""
+    progress.update(step, loss=record["train_loss"], acc=record["train_accuracy"],
+                    img_s=record["images_per_second"])
+
+
+def make_summary(config: LoopConfig, status: Status, state: TrainState,
+                 throughput: reporting.Throughput, wall_seconds: float) -> dict[str, Any]:
+    """The run's summary (written to ``summary.json``)."""
+    evals = status.evals
+    return {
+        "final_test_accuracy": evals[-1]["test_accuracy"] if evals else None,
+        "final_test_loss": evals[-1]["test_loss"] if evals else None,
+        "best_test_accuracy": max((e["test_accuracy"] for e in evals), default=None),
+        "steps": status.step,
+        "wall_seconds": wall_seconds,
+        # Excludes the first, compiling step; None when no other step ran.
+        "images_per_second": throughput.overall(status.step),
+        "device_kind": jax.devices()[0].device_kind,
+        "num_devices": jax.device_count(),
+        "num_processes": jax.process_count(),
+        "num_params": int(sum(x.size for x in jax.tree.leaves(state.params))),
+        "diverged": status.diverged,
+        "interrupted": status.interrupted,
+        "resumed_from_step": status.start_step if status.resumed else None,
+        "jax_version": jax.__version__,
+        "config": dataclasses.asdict(config),
+    }
+
+
+class _StopRequest:
+    """Turns the first Ctrl-C into a request to checkpoint and stop; a second one aborts."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.getsignal(signal.SIGINT)
+
+    def __enter__(self) -> "_StopRequest":
+        signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc_info: Any) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+
+def train_and_evaluate(family: ModelFamily, config: LoopConfig, workdir: str | pathlib.Path,
+                       resume: bool = False) -> dict[str, Any]:
+    """Trains and evaluates a model, writing metrics, checkpoints and a summary to workdir.
+
+    Args:
+      family: the model family (its model and optimizer).
+      config: the run's configuration.
+      workdir: the output directory (``metrics.jsonl``, ``summary.json``, ``checkpoints/``).
+      resume: continue from the newest checkpoint in ``workdir`` if there is one.
+
+    Returns:
+      The summary that is also written to ``summary.json``.
+    """
+    workdir, wall_start = pathlib.Path(workdir), time.monotonic()
+    workdir.mkdir(parents=True, exist_ok=True)
+    is_main = jax.process_index() == 0
+    shardings = data_parallel(config)
+    data = load_data(config)
+    steps_per_epoch = input_pipeline.steps_per_epoch(len(data.train_images), config.batch_size)
+    total_steps = config.steps or config.epochs * steps_per_epoch
+    mean, std = input_pipeline.channel_stats(data.train_images)
+    state, ctx = create_train_state(
+        family, config, num_classes=data.num_classes, in_features=data.train_images.shape[-1],
+        mean=mean, std=std, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+    train_fn, eval_fn = jit_steps(ctx, shardings)
+
+    checkpointer = checkpointing.Checkpointer(workdir / "checkpoints")
+    state, data_state, start_step = restore(
+        checkpointer, jax.device_put(state, shardings.replicated), resume)
+    writer = reporting.MetricsWriter(workdir, resume_step=start_step if resume else None)
+    status = Status(start_step, start_step, runs.eval_records(writer.previous_records), resume)
+    data_iterator = input_pipeline.iterate(input_pipeline.train_dataset(
+        data.train_images, data.train_labels, global_batch_size=config.batch_size,
+        seed=config.seed, process_index=jax.process_index(),
+        process_count=jax.process_count()), data_state)
+    data_state = data_iterator.get_state()
+    batches = input_pipeline.DevicePrefetcher(data_iterator, shardings.batch)
+    progress = reporting.Progress(total_steps, start_step, enabled=is_main)
+    progress.message(describe_run(config, state, total_steps, start_step))
+    throughput, history = reporting.Throughput(config.batch_size, start_step), []
+    try:
+        with _StopRequest() as stop:
+            while status.step < total_steps and not stop.requested and not status.diverged:
+                batch, next_data_state = next(batches)
+                state, metrics = train_fn(state, batch)
+                status.step, data_state = status.step + 1, next_data_state
+                history.append(metrics)
+                throughput.started(metrics, status.step)
+                if status.step % config.log_every_steps == 0 or status.step == total_steps:
+                    record = make_record(status.step, history, ctx, steps_per_epoch, throughput)
+                    history = []
+                    if is_main:
+                        writer.write(record)
+                    log_record(progress, status.step, record)
+                    if not np.isfinite(record["train_loss"]):
+                        status.diverged = True
+                        progress.message(f"Training diverged at step {status.step} (loss "
+                                         f"{record['train_loss']}); stopping.")
+                        continue
+                if status.step % steps_per_epoch == 0 or status.step == total_steps:
+                    result = {"step": status.step, "epoch": status.step / steps_per_epoch,
+                              **evaluate(eval_fn, state, data, config, shardings.batch)}
+                    status.evals.append(result)
+                    if is_main:
+                        writer.write(result)
+                    progress.message(f"step {status.step}: test_loss={result['test_loss']:.4f}"
+                                     f" test_accuracy={result['test_accuracy']:.4f}")
+                    checkpointer.save(status.step, state, data_state)
+            if stop.requested:
+                status.interrupted = True
+                progress.message(f"Interrupted: saving a checkpoint at step {status.step}; "
+                                 "continue with --resume.")
+                checkpointer.save(status.step, state, data_state)
+        if not status.evals and not status.diverged and not status.interrupted:
+            # Resumed a finished run.
+            status.evals.append({"step": status.step, **evaluate(eval_fn, state, data, config,
+                                                                 shardings.batch)})
+    finally:
+        batches.close()
+        checkpointer.close()
+        progress.close()
+
+    summary = make_summary(config, status, state, throughput, time.monotonic() - wall_start)
+    if is_main:
+        (workdir / runs.SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def describe_run(config: LoopConfig, state: TrainState, total_steps: int,
+                 start_step: int) -> str:
+    """The line a run starts with: model, size, length, devices."""
+    microbatches = steps.num_microbatches(config)
+    return (f"{config.model}: {sum(x.size for x in jax.tree.leaves(state.params)):,} "
+            f"parameters, {total_steps} steps of {config.batch_size}"
+            + (f" ({microbatches} microbatches)" if microbatches > 1 else "")
+            + f" on {jax.device_count()} {jax.devices()[0].device_kind} device(s), starting "
+            f"at step {start_step}.")
