@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 import agc_optax
+from tools.griffe_sphinx_roles import rewrite
 
 REPO = Path(__file__).resolve().parents[1]
 # Stored runs and generated tables hold no code of their own.
@@ -146,3 +147,15 @@ def test_site_builds_strictly_with_every_public_name(tmp_path: Path) -> None:
     api = (site / "api" / "index.html").read_text()
     for name in agc_optax.__all__:
         assert f'id="agc_optax.{name}"' in api, f"the API page lacks agc_optax.{name}"
+
+
+def test_sphinx_markup_of_docstrings_becomes_markdown() -> None:
+    text = (
+        "Like :func:`agc`, see :class:`~agc_optax.AGCState` and :mod:`agc_optax._paths`;\n"
+        "`High-Performance Large-Scale Image\nRecognition <https://arxiv.org/abs/2102.06171>`_."
+    )
+    assert rewrite(text, "agc_optax", {"agc", "AGCState"}) == (
+        "Like [`agc`][agc_optax.agc], see [`AGCState`][agc_optax.AGCState] and "
+        "`agc_optax._paths`;\n"
+        "[High-Performance Large-Scale Image Recognition](https://arxiv.org/abs/2102.06171)."
+    )

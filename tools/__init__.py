@@ -1,1 +1,4 @@
-"""Development tools shared by the tests and the benchmarks (not part of ``agc_optax``)."""
+"""Development tools for the tests, the benchmarks and the documentation build.
+
+Not part of ``agc_optax``.
+"""
