@@ -159,13 +159,12 @@ def _reshape_map(in_shape: Sequence[int], out_shape: Sequence[int], m: AxisMap) 
 
 
 def _dot_general(rec: Recorder, eqn: Any, states: Sequence[State], where: str) -> State:
-    (contract_l, contract_r), (batch_l, batch_r) = eqn.params["dimension_numbers"]
-    for state, contract, batch in ((states[0], contract_l, batch_l),
-                                   (states[1], contract_r, batch_r)):
+    """Records the contracting axes of each parameter operand (batch axes never are)."""
+    contract_l, contract_r = eqn.params["dimension_numbers"][0]
+    for state, contract in ((states[0], contract_l), (states[1], contract_r)):
         if isinstance(state, dict):
             for param, axis_map in state.items():
                 summed = frozenset().union(*(axis_map[a] for a in contract))
-                summed -= frozenset().union(*(axis_map[a] for a in batch))
                 if summed:
                     rec.use(param, Use(where, tuple(sorted(summed)),
                                        f"{where} sums {tuple(sorted(summed))}"))
@@ -175,6 +174,7 @@ def _dot_general(rec: Recorder, eqn: Any, states: Sequence[State], where: str) -
 
 
 def _conv(rec: Recorder, eqn: Any, states: Sequence[State], where: str) -> State:
+    """Records every kernel axis but the output-feature one (any rank, grouping, transpose)."""
     dn = eqn.params["dimension_numbers"]
     lhs, rhs = states
     if isinstance(rhs, dict):
@@ -187,11 +187,7 @@ def _conv(rec: Recorder, eqn: Any, states: Sequence[State], where: str) -> State
                 rec.use(param, Use(where, fan_in, f"{where} sums {fan_in} (all but output)"))
             else:
                 rec.use(param, Use(where, None, f"no contraction (output axis of {where})"))
-    if isinstance(lhs, dict):
-        for param, axis_map in lhs.items():
-            summed = axis_map[dn.lhs_spec[1]]
-            fan_in = tuple(sorted(summed)) if summed else None
-            rec.use(param, Use(where, fan_in, f"{where} input features"))
+    read_by(rec, [lhs], where, f"no contraction (input of {where})")
     return DATA if any(s is not None for s in states) else None
 
 

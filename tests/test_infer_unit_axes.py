@@ -151,15 +151,17 @@ def test_plain_einsum_layouts(subscripts, w_shape, axes):
 
 def test_plain_attention_output_projection_and_reshapes():
     params = {"qkv": jnp.ones((6, 2 * 4)), "out": jnp.ones((2, 4, 6)),
-              "merged": jnp.ones((2, 4, 6))}
+              "merged": jnp.ones((2, 4, 6)), "merged_t": jnp.ones((2, 3, 6))}
 
     def fn(p, x):
         q = (x @ p["qkv"]).reshape(2, 5, 2, 4)                 # (in, heads·dim), split after
         y = jnp.einsum("bthk,hko->bto", q, p["out"])
-        return y @ p["merged"].reshape(8, 6).T                 # (heads, dim, out) merged
+        z = q.reshape(2, 5, 8) @ p["merged"].reshape(8, 6)     # (heads, dim, out) merged
+        return (y + z) @ p["merged_t"].reshape(6, 6).T         # (out, in) after the merge
 
     rule = infer_unit_axes(fn, params, X)
-    assert _axes(rule, params) == {"qkv": (0,), "out": (0, 1), "merged": (2,)}
+    assert _axes(rule, params) == {"qkv": (0,), "out": (0, 1), "merged": (0, 1),
+                                   "merged_t": (2,)}
 
 
 def _standardise(w, gain):
@@ -211,7 +213,8 @@ def test_plain_jit_checkpoint_and_custom_derivatives():
 
 def test_plain_scan_fori_loop_while_and_cond():
     params = {"scanned": jnp.ones((3, 6, 6)), "scanned_bias": jnp.ones((3, 6)),
-              "looped": jnp.ones((4, 6, 6)), "either": jnp.ones((6, 6))}
+              "looped": jnp.ones((4, 6, 6)), "summed": jnp.ones((2, 6, 6)),
+              "while_w": jnp.ones((6, 6)), "either": jnp.ones((6, 6))}
 
     def fn(p, x, flag):
         def layer(h, wb):
@@ -220,12 +223,17 @@ def test_plain_scan_fori_loop_while_and_cond():
 
         h = jax.lax.scan(layer, x, (p["scanned"], p["scanned_bias"]))[0]
         h = jax.lax.fori_loop(0, 4, lambda i, h: h @ p["looped"][i], h)
+        # The carry starts as a constant and becomes a parameter in the loop.
+        w_sum = jax.lax.fori_loop(0, 2, lambda i, acc: acc + p["summed"][i], jnp.zeros((6, 6)))
+        h = jax.lax.while_loop(lambda c: c[1] < flag, lambda c: (c[0] @ p["while_w"], c[1] + 1),
+                               (h @ w_sum, 0))[0]
         return jax.lax.cond(flag > 0, lambda h: h @ p["either"], lambda h: h, h)
 
     rule = infer_unit_axes(fn, params, X, jax.ShapeDtypeStruct((), jnp.int32))
     assert _axes(rule, params) == {"scanned": (1,), "scanned_bias": (1,), "looped": (1,),
-                                   "either": (0,)}
+                                   "summed": (1,), "while_w": (0,), "either": (0,)}
     assert "axis 0 indexed" in rule.entries["looped"].evidence
+    assert "while" in rule.entries["while_w"].evidence
 
 
 def test_plain_python_loop_over_stacked_layers_and_position_embedding():
