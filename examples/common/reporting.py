@@ -18,25 +18,29 @@ from examples.common import runs
 class MetricsWriter:
     """Appends one JSON object per line to ``<workdir>/metrics.jsonl``."""
 
-    def __init__(self, workdir: pathlib.Path, resume_step: int | None = None):
+    def __init__(self, workdir: pathlib.Path, resume_step: int | None = None,
+                 enabled: bool = True):
         """Opens the file.
 
         Args:
           workdir: the run's directory.
           resume_step: when resuming, records after this step (written by the interrupted
             run after its last checkpoint) are dropped so no step appears twice.
+          enabled: whether this process writes (only process 0 does on a multi-host run).
         """
+        self.enabled = enabled
         self.path = workdir / runs.METRICS
         self.previous_records: list[dict[str, Any]] = []
-        if resume_step is not None and self.path.exists():
-            records = runs.read_records(self.path)
-            self.previous_records = [r for r in records if r["step"] <= resume_step]
+        if resume_step is not None:
+            self.previous_records = [r for r in runs.read_records(self.path)
+                                     if r["step"] <= resume_step]
+        if enabled and self.path.exists():
             self.path.write_text("".join(json.dumps(r) + "\n" for r in self.previous_records))
-        elif self.path.exists():
-            self.path.unlink()
 
     def write(self, record: dict[str, Any]) -> None:
         """Appends ``record``; non-finite floats are written as ``null``."""
+        if not self.enabled:
+            return
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                  for k, v in record.items()}
         with open(self.path, "a") as f:

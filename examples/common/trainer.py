@@ -113,14 +113,14 @@ def restore(checkpointer: checkpointing.Checkpointer, state: TrainState,
     return state, data_state, step
 
 
-def make_record(step: int, history: list[Any], ctx: StepContext, steps_per_epoch: int,
+def make_record(step: int, history: list[Any], setup: "Setup",
                 throughput: reporting.Throughput) -> dict[str, Any]:
     """The training record of a logging interval: the means of its steps' metrics."""
     means = reporting.mean_metrics(history)  # Waits for the interval's steps to finish.
     return {
-        "step": step, "epoch": step / steps_per_epoch,
+        "step": step, "epoch": step / setup.steps_per_epoch,
         "train_loss": means["loss"], "train_accuracy": means["accuracy"],
-        "learning_rate": float(ctx.schedule(step - 1)),
+        "learning_rate": float(setup.ctx.schedule(step - 1)),
         "clip_fraction": means["clip_fraction"],
         "clip_fraction_by_param": means["clip_fraction_by_param"] or None,
         # None for an interval holding only the first, compiling step.
@@ -178,6 +178,88 @@ class _StopRequest:
         signal.signal(signal.SIGINT, self._previous)
 
 
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """Everything a run builds before its first step.
+
+    Attributes:
+      data: the (cut) dataset.
+      state: the initial state, replicated over the devices.
+      ctx: the constants of the steps.
+      train_fn: the jitted training step.
+      eval_fn: the jitted evaluation step.
+      shardings: the batch and state shardings.
+      steps_per_epoch: full batches in one pass over the training set.
+      total_steps: the run's length.
+    """
+
+    data: datasets.ImageDataset
+    state: TrainState
+    ctx: StepContext
+    train_fn: Any
+    eval_fn: Any
+    shardings: Shardings
+    steps_per_epoch: int
+    total_steps: int
+
+    def is_due(self, step: int, every: int) -> bool:
+        """Whether something done every ``every`` steps (and at the end) is due at ``step``."""
+        return step % every == 0 or step == self.total_steps
+
+
+def set_up(family: ModelFamily, config: LoopConfig) -> Setup:
+    """Loads the data and builds the state, the steps and their shardings."""
+    shardings = data_parallel(config)
+    data = load_data(config)
+    steps_per_epoch = input_pipeline.steps_per_epoch(len(data.train_images), config.batch_size)
+    total_steps = config.steps or config.epochs * steps_per_epoch
+    mean, std = input_pipeline.channel_stats(data.train_images)
+    state, ctx = create_train_state(
+        family, config, num_classes=data.num_classes, in_features=data.train_images.shape[-1],
+        mean=mean, std=std, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+    train_fn, eval_fn = jit_steps(ctx, shardings)
+    return Setup(data, jax.device_put(state, shardings.replicated), ctx, train_fn, eval_fn,
+                 shardings, steps_per_epoch, total_steps)
+
+
+def training_batches(config: LoopConfig, setup: Setup, data_state: dict[str, Any] | None
+                     ) -> tuple[input_pipeline.DevicePrefetcher, dict[str, Any]]:
+    """Returns the device batches from ``data_state`` on, and the loader's state before them."""
+    data = setup.data
+    iterator = input_pipeline.iterate(input_pipeline.train_dataset(
+        data.train_images, data.train_labels, global_batch_size=config.batch_size,
+        seed=config.seed, process_index=jax.process_index(),
+        process_count=jax.process_count()), data_state)
+    return (input_pipeline.DevicePrefetcher(iterator, setup.shardings.batch),
+            iterator.get_state())
+
+
+def write_record(record: dict[str, Any], writer: reporting.MetricsWriter,
+                 progress: reporting.Progress, status: Status) -> None:
+    """Writes and shows a training record; a non-finite loss marks the run diverged."""
+    writer.write(record)
+    log_record(progress, record["step"], record)
+    if not np.isfinite(record["train_loss"]):
+        status.diverged = True
+        progress.message(f"Training diverged at step {record['step']} (loss "
+                         f"{record['train_loss']}); stopping.")
+
+
+def evaluate_and_save(setup: Setup, state: TrainState, data_state: dict[str, Any],
+                      status: Status, writer: reporting.MetricsWriter,
+                      progress: reporting.Progress,
+                      checkpointer: checkpointing.Checkpointer) -> None:
+    """Evaluates on the test set, writes the result and saves a checkpoint."""
+    result = {"step": status.step, "epoch": status.step / setup.steps_per_epoch,
+              **evaluate(setup.eval_fn, state, setup.data, setup.ctx.config,
+                         setup.shardings.batch)}
+    status.evals.append(result)
+    writer.write(result)
+    progress.message(f"step {status.step}: test_loss={result['test_loss']:.4f} "
+                     f"test_accuracy={result['test_accuracy']:.4f}")
+    checkpointer.save(status.step, state, data_state)
+
+
 def train_and_evaluate(family: ModelFamily, config: LoopConfig, workdir: str | pathlib.Path,
                        resume: bool = False) -> dict[str, Any]:
     """Trains and evaluates a model, writing metrics, checkpoints and a summary to workdir.
@@ -194,72 +276,43 @@ def train_and_evaluate(family: ModelFamily, config: LoopConfig, workdir: str | p
     workdir, wall_start = pathlib.Path(workdir), time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
     is_main = jax.process_index() == 0
-    shardings = data_parallel(config)
-    data = load_data(config)
-    steps_per_epoch = input_pipeline.steps_per_epoch(len(data.train_images), config.batch_size)
-    total_steps = config.steps or config.epochs * steps_per_epoch
-    mean, std = input_pipeline.channel_stats(data.train_images)
-    state, ctx = create_train_state(
-        family, config, num_classes=data.num_classes, in_features=data.train_images.shape[-1],
-        mean=mean, std=std, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
-    train_fn, eval_fn = jit_steps(ctx, shardings)
-
+    setup = set_up(family, config)
     checkpointer = checkpointing.Checkpointer(workdir / "checkpoints")
-    state, data_state, start_step = restore(
-        checkpointer, jax.device_put(state, shardings.replicated), resume)
-    writer = reporting.MetricsWriter(workdir, resume_step=start_step if resume else None)
+    state, data_state, start_step = restore(checkpointer, setup.state, resume)
+    writer = reporting.MetricsWriter(workdir, resume_step=start_step if resume else None,
+                                     enabled=is_main)
     status = Status(start_step, start_step, runs.eval_records(writer.previous_records), resume)
-    data_iterator = input_pipeline.iterate(input_pipeline.train_dataset(
-        data.train_images, data.train_labels, global_batch_size=config.batch_size,
-        seed=config.seed, process_index=jax.process_index(),
-        process_count=jax.process_count()), data_state)
-    data_state = data_iterator.get_state()
-    batches = input_pipeline.DevicePrefetcher(data_iterator, shardings.batch)
-    progress = reporting.Progress(total_steps, start_step, enabled=is_main)
-    progress.message(describe_run(config, state, total_steps, start_step))
+    batches, data_state = training_batches(config, setup, data_state)
+    progress = reporting.Progress(setup.total_steps, start_step, enabled=is_main)
+    progress.message(describe_run(config, state, setup.total_steps, start_step))
     throughput, history = reporting.Throughput(config.batch_size, start_step), []
     try:
         with _StopRequest() as stop:
-            while status.step < total_steps and not stop.requested and not status.diverged:
-                batch, next_data_state = next(batches)
-                state, metrics = train_fn(state, batch)
-                status.step, data_state = status.step + 1, next_data_state
+            while status.step < setup.total_steps and not stop.requested and not status.diverged:
+                batch, data_state = next(batches)
+                state, metrics = setup.train_fn(state, batch)
+                status.step += 1
                 history.append(metrics)
                 throughput.started(metrics, status.step)
-                if status.step % config.log_every_steps == 0 or status.step == total_steps:
-                    record = make_record(status.step, history, ctx, steps_per_epoch, throughput)
+                if setup.is_due(status.step, config.log_every_steps):
+                    record = make_record(status.step, history, setup, throughput)
+                    write_record(record, writer, progress, status)
                     history = []
-                    if is_main:
-                        writer.write(record)
-                    log_record(progress, status.step, record)
-                    if not np.isfinite(record["train_loss"]):
-                        status.diverged = True
-                        progress.message(f"Training diverged at step {status.step} (loss "
-                                         f"{record['train_loss']}); stopping.")
-                        continue
-                if status.step % steps_per_epoch == 0 or status.step == total_steps:
-                    result = {"step": status.step, "epoch": status.step / steps_per_epoch,
-                              **evaluate(eval_fn, state, data, config, shardings.batch)}
-                    status.evals.append(result)
-                    if is_main:
-                        writer.write(result)
-                    progress.message(f"step {status.step}: test_loss={result['test_loss']:.4f}"
-                                     f" test_accuracy={result['test_accuracy']:.4f}")
-                    checkpointer.save(status.step, state, data_state)
+                if not status.diverged and setup.is_due(status.step, setup.steps_per_epoch):
+                    evaluate_and_save(setup, state, data_state, status, writer, progress,
+                                      checkpointer)
             if stop.requested:
                 status.interrupted = True
                 progress.message(f"Interrupted: saving a checkpoint at step {status.step}; "
                                  "continue with --resume.")
                 checkpointer.save(status.step, state, data_state)
         if not status.evals and not status.diverged and not status.interrupted:
-            # Resumed a finished run.
-            status.evals.append({"step": status.step, **evaluate(eval_fn, state, data, config,
-                                                                 shardings.batch)})
+            status.evals.append({"step": status.step, **evaluate(  # Resumed a finished run.
+                setup.eval_fn, state, setup.data, config, setup.shardings.batch)})
     finally:
         batches.close()
         checkpointer.close()
         progress.close()
-
     summary = make_summary(config, status, state, throughput, time.monotonic() - wall_start)
     if is_main:
         (workdir / runs.SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
