@@ -6,6 +6,9 @@ of the kernel that its contraction sums over.
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -14,6 +17,7 @@ import optax
 import pytest
 from conftest import mixed_scale_pair
 from reference import reference_agc
+from test_docs import fenced_blocks
 
 from agc_optax import agc, infer_unit_axes, path_to_str
 
@@ -318,3 +322,17 @@ def test_agc_with_inferred_axes_matches_the_float64_reference():
         assert 0 < clipped.mean() < 1 or clipped.size == 1
         np.testing.assert_allclose(np.asarray(leaf), want, rtol=2e-6, atol=1e-12)
     assert isinstance(tx, optax.GradientTransformation)
+
+
+def test_the_units_guide_shows_real_output():
+    """Every ``text`` block of docs/guides/units.md is what its python blocks print."""
+    page = "docs/guides/units.md"
+    out = io.StringIO()
+    namespace: dict = {}
+    with contextlib.redirect_stdout(out):
+        for _, _, code in fenced_blocks(page, "python"):
+            exec(compile(code, page, "exec"), namespace)
+    shown = [code.strip() for _, _, code in fenced_blocks(page, "text")]
+    assert len(shown) == 3
+    for text in shown:
+        assert text in out.getvalue()
