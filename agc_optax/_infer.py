@@ -37,34 +37,39 @@ def _trace(
 
     Returns:
         The parameters' path strings and leaves, the closed jaxpr (inputs: the
-        parameter leaves, then the array leaves of ``args`` and ``kwargs``) and
-        the states of those data inputs.
+        parameter leaves, then any other nnx state, then the array leaves of
+        ``args`` and ``kwargs``) and the states of the inputs after the parameters.
     """
     if isinstance(params, nnx.Module):
+        # The rest of the state (batch statistics, RNG counts) is traced too, so
+        # that a forward pass which updates it can run under the trace.
         graphdef, tree, rest = nnx.split(params, nnx.Param, ...)
+        rest_leaves, rest_def = jax.tree.flatten(rest)
 
-        def call(tree_value: Any, a: Any, k: Any) -> Any:
-            return fn(nnx.merge(graphdef, tree_value, rest), *a, **k)
+        def call(tree_value: Any, rest_value: list[Any], a: Any, k: Any) -> Any:
+            module = nnx.merge(graphdef, tree_value, jax.tree.unflatten(rest_def, rest_value))
+            return fn(module, *a, **k)
     else:
-        tree = params
+        tree, rest_leaves = params, []
 
-        def call(tree_value: Any, a: Any, k: Any) -> Any:
+        def call(tree_value: Any, rest_value: list[Any], a: Any, k: Any) -> Any:
             return fn(tree_value, *a, **k)
 
     paths, leaves, treedef = _paths.flatten_with_path_strings(tree)
     arg_leaves, arg_def = jax.tree.flatten((args, kwargs))
     dynamic = [i for i, x in enumerate(arg_leaves) if _is_array_like(x)]
 
-    def traced(param_leaves: list[Any], dynamic_leaves: list[Any]) -> Any:
+    def traced(param_leaves: list[Any], rest_value: list[Any], dynamic_leaves: list[Any]) -> Any:
         full = list(arg_leaves)
         for i, x in zip(dynamic, dynamic_leaves, strict=True):
             full[i] = x
         a, k = jax.tree.unflatten(arg_def, full)
-        return call(jax.tree.unflatten(treedef, param_leaves), a, k)
+        return call(jax.tree.unflatten(treedef, param_leaves), rest_value, a, k)
 
     dynamic_leaves = [arg_leaves[i] for i in dynamic]
-    closed = jax.make_jaxpr(traced)(leaves, dynamic_leaves)
-    return paths, leaves, closed, [_data_state(x) for x in dynamic_leaves]
+    closed = jax.make_jaxpr(traced)(leaves, rest_leaves, dynamic_leaves)
+    other_states = [None] * len(rest_leaves) + [_data_state(x) for x in dynamic_leaves]
+    return paths, leaves, closed, other_states
 
 
 def _describe(uses: Sequence[Use]) -> str:
@@ -166,7 +171,7 @@ def infer_unit_axes(
             message names both and the override), or ``overrides`` names a path
             that is not a parameter.
     """
-    paths, leaves, closed, data_states = _trace(fn, params, args, kwargs)
+    paths, leaves, closed, other_states = _trace(fn, params, args, kwargs)
     shapes = [tuple(getattr(x, "shape", ())) for x in leaves]
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(paths))
@@ -179,7 +184,7 @@ def infer_unit_axes(
     param_states: list[State] = [
         {i: tuple(frozenset({a}) for a in range(len(shape)))} for i, shape in enumerate(shapes)
     ]
-    outs = _jaxpr_walk.walk(rec, closed.jaxpr, [*param_states, *data_states])
+    outs = _jaxpr_walk.walk(rec, closed.jaxpr, [*param_states, *other_states])
     read_by(rec, outs, "output", "no contraction (returned by fn)")
     entries = {}
     for i, (path, shape) in enumerate(zip(paths, shapes, strict=True)):

@@ -141,3 +141,23 @@ def test_same_answer_for_variables_and_arrays_and_clips_like_the_reference():
     for name, axes in (("query", (0,)), ("out", (0, 1))):
         want = reference_agc(grads[name]["kernel"], pure[name]["kernel"], axes, 0.01)[0]
         np.testing.assert_allclose(got[name]["kernel"], want, rtol=2e-6)
+
+
+class WithState(nnx.Module):
+    def __init__(self, rngs):
+        self.linear = nnx.Linear(4, 4, rngs=rngs)
+        self.norm = nnx.BatchNorm(4, rngs=rngs)
+        self.dropout = nnx.Dropout(0.5, rngs=rngs)
+
+    def __call__(self, x):
+        return self.dropout(self.norm(self.linear(x)))
+
+
+def test_forward_pass_that_updates_batch_stats_and_rngs_is_traced_not_run():
+    model = WithState(nnx.Rngs(0))
+    before = jax.tree.map(np.asarray, nnx.state(model, nnx.BatchStat, nnx.RngCount))
+    rule = infer_unit_axes(lambda m, x: m(x), model, jax.ShapeDtypeStruct((2, 4), jnp.float32))
+    assert {p: e.fan_in for p, e in rule.entries.items()} == {
+        "linear/kernel": (0,), "linear/bias": (0,), "norm/scale": (0,), "norm/bias": (0,)}
+    after = jax.tree.map(np.asarray, nnx.state(model, nnx.BatchStat, nnx.RngCount))
+    jax.tree.map(np.testing.assert_array_equal, before, after)
