@@ -1,24 +1,42 @@
-"""The experiment driver: resumes a half-finished grid, regenerates figures from stored runs."""
+"""The experiments package: resumable grids with seeds, reports from stored runs only."""
 
 from __future__ import annotations
 
 import json
 import pathlib
+import sys
 
 import pytest
 
-from examples.nf_resnet import experiments
+from experiments import catalog, cli, figures, nf_resnet, report, runner
+from experiments.spec import Experiment, Report, Run, Trial
 
-TINY = experiments.Experiment(
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TINY = Experiment(
     name="tiny",
     question="Two smoke runs, with and without AGC.",
     preset="smoke",
     common_flags=("--steps", "6", "--train-examples", "512", "--log-every-steps", "2"),
-    runs=(
-        experiments.Run("agc", ("--clipping", "0.16"), {"clip": "AGC λ=0.16"}),
-        experiments.Run("none", ("--clipping", "0"), {"clip": "no clipping"}),
-    ),
+    runs=(Run("agc", ("--clipping", "0.16"), {"clip": "AGC λ=0.16"}),
+          Run("none", ("--clipping", "0"), {"clip": "no clipping"})),
+    report=Report(figures=(figures.curves,), columns=("clip",)),
 )
+
+
+def fake_trial(directory: pathlib.Path, final: float, losses=(2.0, 1.5), diverged=False,
+               by_kind=None, command=None) -> None:
+    """A finished trial's files, as the trainer and the runner write them."""
+    directory.mkdir(parents=True)
+    records = [{"step": 10 * (i + 1), "train_loss": loss, "clip_fraction": 0.01,
+                "clip_fraction_by_param": by_kind} for i, loss in enumerate(losses)]
+    records.append({"step": 10 * len(losses), "epoch": 0.3, "test_loss": 1.5,
+                    "test_accuracy": final})
+    (directory / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (directory / "summary.json").write_text(json.dumps(
+        {"final_test_accuracy": final, "best_test_accuracy": final, "steps": 10 * len(losses),
+         "wall_seconds": 100.0 + final, "diverged": diverged, "device_kind": "cpu"}))
+    if command is not None:
+        (directory / "run.json").write_text(json.dumps({"command": command}))
 
 
 @pytest.mark.slow
@@ -27,14 +45,14 @@ def test_driver_resumes_a_half_finished_grid_and_reports_from_stored_runs(tmp_pa
 
     def counting_launch(command, workdir):
         launched.append(workdir.name)
-        return experiments._launch_subprocess(command, workdir)
+        return runner.launch_subprocess(command, workdir)
 
     runs_dir = tmp_path / "runs"
-    first = experiments.run_experiment(TINY, runs_dir, only=["agc"], launch=counting_launch)
+    first = runner.run_experiment(TINY, runs_dir, only=["agc"], launch=counting_launch)
     assert first == {"agc": "ran"}, (runs_dir / "tiny/agc/train.log").read_text()
     summary_before = (runs_dir / "tiny/agc/summary.json").read_text()
 
-    second = experiments.run_experiment(TINY, runs_dir, launch=counting_launch)
+    second = runner.run_experiment(TINY, runs_dir, launch=counting_launch)
     assert second == {"agc": "done", "none": "ran"}
     assert launched == ["agc", "none"]  # the finished run was not launched again
     assert (runs_dir / "tiny/agc/summary.json").read_text() == summary_before
@@ -46,93 +64,134 @@ def test_driver_resumes_a_half_finished_grid_and_reports_from_stored_runs(tmp_pa
         for name in ("metrics.jsonl", "summary.json"):
             source = runs_dir / "tiny" / run / name
             (stored / "tiny" / run / name).write_bytes(source.read_bytes())
-    figures = tmp_path / "figures"
-    written = experiments.report_experiment(TINY, stored, figures, kind="with_without_agc")
+    written = report.report_experiment(TINY, stored, tmp_path / "figures")
     assert {p.name for p in written} == {"tiny.png", "tiny.md"}
-    assert (figures / "tiny.png").stat().st_size > 10_000
-    table = (figures / "tiny.md").read_text()
+    assert (tmp_path / "figures" / "tiny.png").stat().st_size > 10_000
+    table = (tmp_path / "figures" / "tiny.md").read_text()
     assert "AGC λ=0.16" in table and "no clipping" in table
-    summary = json.loads(summary_before)
-    assert f"{summary['final_test_accuracy']:.4f}" in table
+    assert f"{json.loads(summary_before)['final_test_accuracy']:.4f}" in table
+
+
+def test_a_seed_gets_its_own_directory_and_flag_and_seed_0_keeps_todays():
+    run = Run("agc", ("--clipping", "0.16"), {})
+    assert (Trial(run, 0).name, Trial(run, 0).flags) == ("agc", ("--clipping", "0.16"))
+    assert (Trial(run, 2).name, Trial(run, 2).flags) == (
+        "agc_seed2", ("--clipping", "0.16", "--seed", "2"))
+    seeded = Experiment(**{**TINY.__dict__, "seeds": (0, 1)})
+    command = seeded.command(seeded.trials(TINY.runs[1])[1], "w")
+    assert command[:3] == [sys.executable, "-m", "examples.nf_resnet.train"]
+    assert command[3:] == ["--preset", "smoke", "--workdir", "w", *TINY.common_flags,
+                           "--clipping", "0", "--seed", "1"]
+
+
+def test_the_runner_records_commands_relative_to_the_repository(tmp_path):
+    workdir = REPO / "docs" / "runs" / "x" / "y"
+    assert runner.relative_to_repo(workdir) == pathlib.Path("docs/runs/x/y")
+    assert runner.relative_to_repo(tmp_path) == tmp_path.resolve()
+
+
+def test_committed_run_records_hold_no_machine_paths():
+    specs = sorted((REPO / "docs" / "runs").glob("*/*/run.json"))
+    assert specs
+    for path in specs:
+        command = json.loads(path.read_text())["command"]
+        workdir = command[command.index("--workdir") + 1]
+        assert workdir == str(path.parent.relative_to(REPO)), path
+        assert not any(str(REPO) in part for part in command), path
 
 
 def test_report_without_runs_says_what_to_run(tmp_path):
-    with pytest.raises(FileNotFoundError, match="experiments run tiny"):
-        experiments.report_experiment(TINY, tmp_path, tmp_path / "figures")
+    with pytest.raises(FileNotFoundError, match="python -m experiments run tiny"):
+        report.report_experiment(TINY, tmp_path, tmp_path / "figures")
 
 
 def test_unknown_run_name_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="No run named"):
-        experiments.run_experiment(TINY, tmp_path, only=["typo"], dry_run=True)
+        runner.run_experiment(TINY, tmp_path, only=["typo"], dry_run=True)
 
 
 def test_every_named_experiment_is_well_formed():
-    for name, build in experiments.EXPERIMENTS.items():
-        experiment = build()
+    assert catalog.EXPERIMENTS  # names are unique, so none was shadowed
+    assert len(catalog.EXPERIMENTS) == len(nf_resnet.EXPERIMENTS)
+    for name, experiment in catalog.EXPERIMENTS.items():
         assert experiment.name == name
-        assert name in experiments.REPORTS
-        names = [run.name for run in experiment.runs]
+        names = [trial.name for trial in experiment.all_trials()]
         assert len(names) == len(set(names))
-        command = experiment.command(experiment.runs[0], pathlib.Path("w"))
-        assert command[1:3] == ["-m", "examples.nf_resnet.train"]
+        assert experiment.report.figures and all(
+            set(experiment.report.columns) <= run.labels.keys() for run in experiment.runs)
 
 
-def test_grids_cover_the_issue(tmp_path):
-    sweep = experiments.EXPERIMENTS["clipping_sweep"]()
+def test_grids_cover_their_questions():
+    sweep = nf_resnet.CLIPPING_SWEEP
     pairs = {(r.labels["batch_size"], r.labels["clipping"]) for r in sweep.runs}
-    assert pairs == {(b, c) for b in (256, 1024, 4096) for c in experiments.CLIPPINGS}
-    large = experiments.EXPERIMENTS["large_batch"]()
-    assert {r.labels["batch_size"] for r in large.runs} == {256, 1024, 4096}
-
-
-def test_a_stored_run_with_other_flags_is_not_counted_as_done(tmp_path):
-    run = TINY.runs[0]
-    workdir = tmp_path / TINY.name / run.name
-    workdir.mkdir(parents=True)
-    (workdir / "summary.json").write_text("{}")
-    command = TINY.command(run, workdir)
-    (workdir / "run.json").write_text(json.dumps({"command": command[1:]}))
-    assert experiments.run_experiment(TINY, tmp_path, only=[run.name]) == {run.name: "done"}
-    changed = [*command[1:-1], "0.32"]  # another λ
-    (workdir / "run.json").write_text(json.dumps({"command": changed}))
-    with pytest.raises(ValueError, match="Delete that directory"):
-        experiments.run_experiment(TINY, tmp_path, only=[run.name])
-
-
-def test_a_stored_run_without_an_execution_only_flag_still_counts_as_done(tmp_path):
-    run = TINY.runs[0]
-    workdir = tmp_path / TINY.name / run.name
-    workdir.mkdir(parents=True)
-    (workdir / "summary.json").write_text("{}")
-    (workdir / "run.json").write_text(json.dumps({"command": TINY.command(run, workdir)[1:]}))
-    microbatched = experiments.Experiment(
-        TINY.name, TINY.question, TINY.preset, (*TINY.common_flags, "--microbatch-size", "8"),
-        TINY.runs)
-    assert experiments.run_experiment(microbatched, tmp_path, only=[run.name]) == {
-        run.name: "done"}
+    assert pairs == {(b, c) for b in (256, 1024, 4096) for c in nf_resnet.CLIPPINGS}
+    assert {r.labels["batch_size"] for r in nf_resnet.LARGE_BATCH.runs} == {256, 1024, 4096}
+    for experiment in (nf_resnet.WITH_WITHOUT_AGC, nf_resnet.SKIP_GAIN_FLOOR):
+        assert experiment.seeds == (0, 1, 2)
+    # skip_gain_floor's first run is clipping_long's λ = 0.01 run, flag for flag.
+    (long_001,) = [r for r in nf_resnet.CLIPPING_LONG.runs if r.labels["clipping"] == 0.01]
+    floor = nf_resnet.SKIP_GAIN_FLOOR
+    assert (floor.common_flags, floor.runs[0].flags) == (nf_resnet.CLIPPING_LONG.common_flags,
+                                                         long_001.flags)
 
 
 def test_large_batches_of_the_grids_run_as_microbatches():
-    for run in experiments.EXPERIMENTS["clipping_sweep"]().runs:
+    for run in nf_resnet.CLIPPING_SWEEP.runs:
         microbatched = "--microbatch-size" in run.flags
-        assert microbatched == (run.labels["batch_size"] > experiments.CPU_MICROBATCH)
+        assert microbatched == (run.labels["batch_size"] > nf_resnet.CPU_MICROBATCH)
+
+
+def test_a_stored_run_with_other_flags_is_not_counted_as_done(tmp_path):
+    trial = TINY.all_trials()[0]
+    command = TINY.command(trial, "w")[1:]
+    fake_trial(tmp_path / "tiny" / "agc", 0.5, command=command)
+    assert runner.run_experiment(TINY, tmp_path, only=["agc"]) == {"agc": "done"}
+    (tmp_path / "tiny/agc/run.json").write_text(json.dumps({"command": [*command[:-1], "0.32"]}))
+    with pytest.raises(ValueError, match="Delete that directory"):
+        runner.run_experiment(TINY, tmp_path, only=["agc"])
+
+
+def test_flag_order_the_workdir_and_execution_only_flags_do_not_change_the_settings():
+    base = ["py", "-m", "m", "--preset", "cpu", "--workdir", "/a/b", "--lr", "0.2", "--seed", "1"]
+    same = ["-m", "m", "--seed", "1", "--workdir", "c", "--microbatch-size", "8", "--preset",
+            "cpu", "--lr", "0.2"]
+    assert runner.settings(base) == runner.settings(same) == (
+        "m", {"--preset": ("cpu",), "--lr": ("0.2",), "--seed": ("1",)})
+    assert runner.settings(base) != runner.settings([*base[:-1], "2"])
+    assert runner.settings(base) != runner.settings(["-m", "other", *base[3:]])
+
+
+def test_an_incomplete_seeded_grid_reports_mean_and_std_and_marks_missing_runs(tmp_path):
+    seeded = Experiment(**{**TINY.__dict__, "seeds": (0, 1, 2)})
+    fake_trial(tmp_path / "tiny" / "agc", 0.80)
+    fake_trial(tmp_path / "tiny" / "agc_seed1", 0.84)
+    fake_trial(tmp_path / "tiny" / "agc_seed2", 0.86, losses=(2.0, float("nan")), diverged=True)
+    written = report.report_experiment(seeded, tmp_path, tmp_path / "figures")
+    assert {p.name for p in written} == {"tiny.png", "tiny.md"}
+    text = (tmp_path / "figures" / "tiny.md").read_text()
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in text.splitlines()
+            if line.startswith("| ") and " --- " not in line}
+    # mean 0.8333, sample std sqrt(((-.0333)² + .0067² + .0267²) / 2) = 0.0306
+    assert rows["AGC λ=0.16"][1:] == ["0.8333 ± 0.0306", "0.8333 ± 0.0306",
+                                      "non-finite in 1/3", "20", "101 ± 0", "1/3", "3 of 3 |"]
+    assert rows["no clipping"][1:] == ["not run yet", "—", "—", "—", "—", "—", "0 of 3 |"]
+    assert "3 of 6 runs have not finished yet: none, none_seed1, none_seed2." in text
+
+
+@pytest.mark.parametrize("losses, shown", [((2.3, 5e32, 2.3), "5e+32"),
+                                           ((2.3, None), "non-finite"), ((), "—")])
+def test_the_table_shows_the_peak_training_loss(tmp_path, losses, shown):
+    fake_trial(tmp_path / "r", 0.1, losses=[float("nan") if x is None else x for x in losses])
+    result = report.Result(TINY.runs[0], [report.runs.read_run(tmp_path / "r")], 1)
+    assert report.row_cells(result)[2] == shown
 
 
 def test_clipping_long_report_draws_the_clip_fraction_per_parameter_kind(tmp_path):
-    experiment = experiments.EXPERIMENTS["clipping_long"]()
+    experiment = nf_resnet.CLIPPING_LONG
     for index, run in enumerate(experiment.runs[:2]):
-        workdir = tmp_path / experiment.name / run.name
-        workdir.mkdir(parents=True)
-        records = [{"step": step, "train_loss": 2.0 - step / 100, "train_accuracy": 0.5,
-                    "clip_fraction": 0.01,
-                    "clip_fraction_by_param": {"kernel": 0.01 * index, "skip_gain": 1.0}}
-                   for step in (10, 20)]
-        records.append({"step": 20, "epoch": 0.3, "test_loss": 1.5, "test_accuracy": 0.6})
-        (workdir / "metrics.jsonl").write_text("\n".join(map(json.dumps, records)) + "\n")
-        (workdir / "summary.json").write_text(json.dumps(
-            {"final_test_accuracy": 0.6 + index / 100, "best_test_accuracy": 0.61, "steps": 20,
-             "wall_seconds": 1.0, "diverged": False, "device_kind": "cpu"}))
-    written = experiments.report_experiment(experiment, tmp_path, tmp_path / "figures")
+        fake_trial(tmp_path / experiment.name / run.name, 0.6 + index / 100,
+                   by_kind={"kernel": 0.01 * index, "skip_gain": 1.0})
+    written = report.report_experiment(experiment, tmp_path, tmp_path / "figures")
     names = {path.name for path in written}
     assert names == {"clipping_long.png", "clipping_long_clip_by_param.png", "clipping_long.md"}
     assert (tmp_path / "figures" / "clipping_long_clip_by_param.png").stat().st_size > 10_000
@@ -140,11 +199,20 @@ def test_clipping_long_report_draws_the_clip_fraction_per_parameter_kind(tmp_pat
     assert "0.6100" in table and f"{len(experiment.runs) - 2} of" in table
 
 
-@pytest.mark.parametrize("losses, shown", [([2.3, 5e32, 2.3], "5e+32"),
-                                           ([2.3, None], "non-finite"), ([], "—")])
-def test_the_table_shows_the_peak_training_loss(losses, shown):
-    result = experiments.RunResult(
-        name="r", labels={"clip": "x"}, summary={"final_test_accuracy": 0.1},
-        train=[{"step": i, "train_loss": loss} for i, loss in enumerate(losses)], evals=[])
-    row = experiments._summary_table([result], ["clip"]).splitlines()[-1]
-    assert row.split(" | ")[3] == shown  # clip, final, best, peak
+def test_every_committed_table_is_what_the_stored_runs_give():
+    tables = sorted((REPO / "docs" / "figures").glob("*.md"))
+    assert {t.stem for t in tables} >= {e.name for e in nf_resnet.EXPERIMENTS}
+    for path in tables:
+        experiment = catalog.EXPERIMENTS[path.stem]
+        results = report.load_results(experiment, REPO / "docs" / "runs")
+        assert report.table_text(experiment, results) == path.read_text(), (
+            f"{path.name} is stale: run `python -m experiments report {path.stem}`")
+
+
+def test_the_command_line_lists_and_the_old_module_is_an_alias(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{name} (" in out for name in catalog.EXPERIMENTS)
+    from examples.nf_resnet import experiments as alias
+
+    assert alias.main is cli.main

@@ -1,0 +1,155 @@
+"""The figures of experiment reports, drawn from stored runs (every seed of a run in its colour).
+
+Each function has the signature of :data:`experiments.spec.Figure`:
+``(experiment, results, figures_dir) -> written paths``, and gets the runs with at least
+one finished trial.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+import statistics
+from collections.abc import Sequence
+
+from matplotlib.figure import Figure
+
+from experiments.report import Result, number
+from experiments.spec import Experiment
+
+
+def _save(fig: Figure, path: pathlib.Path) -> list[pathlib.Path]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    return [path]
+
+
+def _plot_curves(ax_acc, ax_loss, result: Result, label: str) -> None:
+    """Test accuracy and training loss of every trial of a run; × marks a divergence."""
+    color = None
+    for index, trial in enumerate(result.trials):
+        style = {"marker": "o", "markersize": 3, "color": color,  # Short runs: few records.
+                 "label": label if index == 0 else None, "alpha": 1.0 if index == 0 else 0.5}
+        (line,) = ax_acc.plot([r["step"] for r in trial.evals],
+                              [number(r["test_accuracy"]) for r in trial.evals], **style)
+        color = style["color"] = line.get_color()
+        steps = [r["step"] for r in trial.train]
+        losses = [number(r["train_loss"]) for r in trial.train]
+        ax_loss.plot(steps, losses, **style)
+        finite = [(s, v) for s, v in zip(steps, losses, strict=True) if math.isfinite(v)]
+        if trial.diverged and finite:
+            ax_loss.plot(*finite[-1], marker="x", markersize=10, color=color)
+
+
+def _seeds_note(results: Sequence[Result]) -> str:
+    return " (lighter: other seeds)" if any(len(r.trials) > 1 for r in results) else ""
+
+
+def curves(experiment: Experiment, results: Sequence[Result],
+           figures_dir: pathlib.Path) -> list[pathlib.Path]:
+    """Test accuracy and training loss of every run, side by side."""
+    fig = Figure(figsize=(11, 4))
+    ax_acc, ax_loss = fig.subplots(1, 2)
+    for result in results:
+        _plot_curves(ax_acc, ax_loss, result, result.labels["clip"])
+    ax_acc.set(xlabel="step", ylabel="test accuracy", title="Fashion-MNIST test accuracy")
+    ax_loss.set(xlabel="step", ylabel="training loss", title="Training loss", yscale="log")
+    for ax in (ax_acc, ax_loss):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if experiment.title or _seeds_note(results):
+        fig.suptitle((experiment.title or experiment.name) + _seeds_note(results))
+    return _save(fig, figures_dir / f"{experiment.name}.png")
+
+
+def curves_by_batch(experiment: Experiment, results: Sequence[Result],
+                    figures_dir: pathlib.Path) -> list[pathlib.Path]:
+    """Per batch size: test accuracy and training loss of every run."""
+    batches = sorted({r.labels["batch_size"] for r in results})
+    fig = Figure(figsize=(4.2 * len(batches), 7))
+    axes = fig.subplots(2, len(batches), squeeze=False)
+    for column, batch in enumerate(batches):
+        ax_acc, ax_loss = axes[0][column], axes[1][column]
+        for result in (r for r in results if r.labels["batch_size"] == batch):
+            _plot_curves(ax_acc, ax_loss, result, result.labels["clip"])
+        ax_acc.set(title=f"batch {batch}", xlabel="step", ylabel="test accuracy", ylim=(0, 1))
+        ax_loss.set(xlabel="step", ylabel="training loss", yscale="log")
+        for ax in (ax_acc, ax_loss):
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    fig.suptitle((experiment.title or "Large batches, learning rate ∝ batch size "
+                  "(× marks divergence)") + _seeds_note(results))
+    return _save(fig, figures_dir / f"{experiment.name}.png")
+
+
+def accuracy_heat_map(experiment: Experiment, results: Sequence[Result],
+                      figures_dir: pathlib.Path) -> list[pathlib.Path]:
+    """Final test accuracy (mean over seeds) over (λ, batch size)."""
+    batches = sorted({r.labels["batch_size"] for r in results})
+    clippings = sorted({r.labels["clipping"] for r in results})
+    grid = [[math.nan] * len(clippings) for _ in batches]
+    for result in results:
+        grid[batches.index(result.labels["batch_size"])][
+            clippings.index(result.labels["clipping"])] = statistics.fmean(
+                number(t.summary.get("final_test_accuracy")) for t in result.trials)
+    fig = Figure(figsize=(1.2 * len(clippings) + 2, 0.9 * len(batches) + 1.5))
+    ax = fig.subplots()
+    image = ax.imshow(grid, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(clippings)), [f"{c:g}" for c in clippings])
+    ax.set_yticks(range(len(batches)), [str(b) for b in batches])
+    ax.set(xlabel="AGC clipping λ", ylabel="batch size", title="Final test accuracy")
+    for row, values in enumerate(grid):
+        for col, value in enumerate(values):
+            ax.text(col, row, "—" if math.isnan(value) else f"{value:.3f}", ha="center",
+                    va="center", color="white" if not value > 0.5 else "black", fontsize=8)
+    fig.colorbar(image, ax=ax)
+    return _save(fig, figures_dir / f"{experiment.name}_accuracy.png")
+
+
+def clip_fraction_by_batch(experiment: Experiment, results: Sequence[Result],
+                           figures_dir: pathlib.Path) -> list[pathlib.Path]:
+    """AGC's fraction of clipped units over training, per batch size and λ."""
+    batches = sorted({r.labels["batch_size"] for r in results})
+    fig = Figure(figsize=(4.2 * len(batches), 3.6))
+    axes = fig.subplots(1, len(batches), squeeze=False)
+    for column, batch in enumerate(batches):
+        ax = axes[0][column]
+        for result in (r for r in results if r.labels["batch_size"] == batch):
+            for index, trial in enumerate(result.trials):
+                records = [r for r in trial.train if r.get("clip_fraction") is not None]
+                ax.plot([r["step"] for r in records], [r["clip_fraction"] for r in records],
+                        label=f"λ={result.labels['clipping']:g}" if index == 0 else None)
+        ax.set(title=f"batch {batch}", xlabel="step", ylabel="fraction of units clipped",
+               yscale="log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, figures_dir / f"{experiment.name}_clip_fraction.png")
+
+
+def clip_fraction_by_kind(experiment: Experiment, results: Sequence[Result],
+                          figures_dir: pathlib.Path) -> list[pathlib.Path]:
+    """AGC's clip fraction per kind of parameter (kernel, gain, skip gain…) over training."""
+    by_kind = [(r, t) for r in results for t in r.trials
+               if any(rec.get("clip_fraction_by_param") for rec in t.train)]
+    kinds = sorted({kind for _, t in by_kind for rec in t.train
+                    for kind in (rec.get("clip_fraction_by_param") or {})})
+    if not kinds:  # Runs from before the trainer logged it.
+        return []
+    fig = Figure(figsize=(3.6 * len(kinds), 3.4))
+    axes = fig.subplots(1, len(kinds), squeeze=False)
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        labelled = set()
+        for result, trial in by_kind:
+            records = [rec for rec in trial.train
+                       if (rec.get("clip_fraction_by_param") or {}).get(kind) is not None]
+            label = None if result.run.name in labelled else result.labels["clip"]
+            labelled.add(result.run.name)
+            ax.plot([rec["step"] for rec in records],
+                    [rec["clip_fraction_by_param"][kind] for rec in records], label=label)
+        ax.set(title=kind, xlabel="step", ylim=(-0.03, 1.03))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("fraction of units clipped\n(mean over leaves of that kind)")
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle("Which parameters AGC clips")
+    return _save(fig, figures_dir / f"{experiment.name}_clip_by_param.png")

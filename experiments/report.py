@@ -1,0 +1,163 @@
+"""An experiment's report from its stored runs alone: a Markdown table and its figures.
+
+Everything is read with :mod:`examples.common.runs`. A run repeated over seeds shows the
+mean ± standard deviation (over seeds, ``ddof=1``) of each number; a run with no finished
+trial keeps its row, marked as not run yet, so a half-finished grid reports what it has.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pathlib
+import statistics
+from collections.abc import Sequence
+
+from examples.common import runs
+from experiments.runner import REPO_ROOT
+from experiments.spec import Experiment, Run
+
+DEFAULT_FIGURES_DIR = REPO_ROOT / "docs" / "figures"
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """A run of the grid with its finished trials.
+
+    Attributes:
+      run: the run.
+      trials: the outputs of its finished trials, in seed order.
+      expected: how many trials the grid asks for (its seeds).
+    """
+
+    run: Run
+    trials: list[runs.RunData]
+    expected: int
+
+    @property
+    def labels(self) -> dict:
+        """The run's labels."""
+        return self.run.labels
+
+
+def load_results(experiment: Experiment, runs_dir: pathlib.Path) -> list[Result]:
+    """Reads every run of ``experiment`` (in grid order), finished trials only."""
+    results = []
+    for run in experiment.runs:
+        trials = experiment.trials(run)
+        finished = [runs.read_run(runs_dir / experiment.name / t.name) for t in trials
+                    if runs.is_finished(runs_dir / experiment.name / t.name)]
+        results.append(Result(run, finished, len(trials)))
+    return results
+
+
+def number(value: float | None) -> float:
+    """``value`` as a float, NaN for ``None`` (a JSON null)."""
+    return float("nan") if value is None else float(value)
+
+
+def peak_loss(trial: runs.RunData) -> float:
+    """The largest training loss of a trial: inf when one was non-finite, NaN if none."""
+    losses = [number(r.get("train_loss")) for r in trial.train]
+    if any(not math.isfinite(loss) for loss in losses):
+        return math.inf
+    return max(losses, default=math.nan)
+
+
+def mean_std(values: Sequence[float], fmt: str, std_fmt: str | None = None) -> str:
+    """``"mean ± std"`` over seeds, or the value alone for one seed."""
+    if len(values) == 1:
+        return fmt.format(values[0])
+    return f"{fmt.format(statistics.fmean(values))} ± " + (std_fmt or fmt).format(
+        statistics.stdev(values))
+
+
+def _peak_cell(result: Result) -> str:
+    peaks = [peak_loss(t) for t in result.trials]
+    blown = sum(math.isinf(p) for p in peaks)
+    if blown:
+        return "non-finite" if blown == len(peaks) else f"non-finite in {blown}/{len(peaks)}"
+    if any(math.isnan(p) for p in peaks):
+        return "—"
+    return mean_std(peaks, "{:.3g}", "{:.2g}")
+
+
+def row_cells(result: Result) -> list[str]:
+    """The numbers of a run's row: final/best accuracy, peak loss, steps, wall s, diverged."""
+    summaries = [t.summary for t in result.trials]
+    if not summaries:
+        return ["not run yet", "—", "—", "—", "—", "—"]
+    diverged = sum(bool(s.get("diverged")) for s in summaries)
+    steps = sorted({str(s.get("steps")) for s in summaries})
+    return [
+        mean_std([number(s.get("final_test_accuracy")) for s in summaries], "{:.4f}"),
+        mean_std([number(s.get("best_test_accuracy")) for s in summaries], "{:.4f}"),
+        _peak_cell(result),
+        "/".join(steps),
+        mean_std([number(s.get("wall_seconds")) for s in summaries], "{:.0f}"),
+        ("yes" if diverged else "no") if len(summaries) == 1 else f"{diverged}/{len(summaries)}",
+    ]
+
+
+def table(results: Sequence[Result], columns: Sequence[str]) -> str:
+    """Returns a Markdown table with one row per run (a ``seeds`` column if any has several).
+
+    "diverged" means a non-finite loss stopped the run; "peak train loss" also shows blow-ups
+    that stayed finite (and often left the network dead, at chance accuracy).
+    """
+    with_seeds = any(r.expected > 1 for r in results)
+    header = [*columns, "final test acc.", "best test acc.", "peak train loss", "steps",
+              "wall s", "diverged", *(["seeds"] if with_seeds else [])]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for result in results:
+        cells = [str(result.labels.get(c, "")) for c in columns] + row_cells(result)
+        if with_seeds:
+            cells.append(f"{len(result.trials)} of {result.expected}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def table_text(experiment: Experiment, results: Sequence[Result]) -> str:
+    """The committed Markdown file of an experiment: question, table, machine, command."""
+    trials = experiment.all_trials()
+    missing = [t.name for t in trials
+               if not any(d.directory.name == t.name for r in results for d in r.trials)]
+    kinds = sorted({str(d.summary.get("device_kind", "?")) for r in results for d in r.trials})
+    first = " ".join(experiment.command(trials[0], "…")[1:]).replace(" --workdir …", "")
+    seeds = "; a seed k > 0 adds `--seed k`" if len(trials) > len(experiment.runs) else ""
+    text = (f"{experiment.question}\n\n{table(results, experiment.report.columns)}\n"
+            f"Measured on: {', '.join(kinds)}. Command: `python {first}` (first run; the "
+            f"others change only their own flags{seeds}).\n")
+    if missing:
+        text += (f"\n{len(missing)} of {len(trials)} runs have not finished yet: "
+                 f"{', '.join(missing)}.\n")
+    return text
+
+
+def report_experiment(experiment: Experiment, runs_dir: pathlib.Path,
+                      figures_dir: pathlib.Path) -> list[pathlib.Path]:
+    """Regenerates the figures and the Markdown table of ``experiment`` from stored runs.
+
+    Args:
+      experiment: the grid.
+      runs_dir: where its runs are stored.
+      figures_dir: where figures (PNG) and the table (``<name>.md``) are written.
+
+    Returns:
+      The files written.
+
+    Raises:
+      FileNotFoundError: no run of the experiment has finished.
+    """
+    results = load_results(experiment, runs_dir)
+    if not any(r.trials for r in results):
+        raise FileNotFoundError(
+            f"No finished run of {experiment.name!r} under {runs_dir / experiment.name}; run "
+            f"`python -m experiments run {experiment.name}` first.")
+    finished = [r for r in results if r.trials]
+    paths = [path for draw in experiment.report.figures
+             for path in draw(experiment, finished, figures_dir)]
+    table_path = figures_dir / f"{experiment.name}.md"
+    table_path.parent.mkdir(parents=True, exist_ok=True)
+    table_path.write_text(table_text(experiment, results))
+    return [*paths, table_path]

@@ -1,0 +1,140 @@
+"""Runs an experiment's trials one after another, skipping those already finished.
+
+Every trial runs its trainer as ``python -m <trainer> ...`` from the repository root, in
+``<runs-dir>/<experiment>/<trial>/``, next to a ``run.json`` recording its command
+(relative to the repository root) and labels. A trial whose directory holds a
+``summary.json`` is done, so an interrupted grid continues where it stopped; a done trial
+whose stored command asks for other settings than the grid now does is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+
+from examples.common import runs
+from experiments.spec import Experiment, Trial
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+DEFAULT_RUNS_DIR = REPO_ROOT / "docs" / "runs"
+# Flags that change how a run executes, not what it computes (up to float rounding): a
+# stored run made without them, or with other values, still counts as done.
+EXECUTION_ONLY_FLAGS = ("--microbatch-size",)
+
+Launcher = Callable[[list[str], pathlib.Path], int]
+
+
+def relative_to_repo(path: pathlib.Path) -> pathlib.Path:
+    """``path`` relative to the repository root when inside it (as ``run.json`` stores it)."""
+    try:
+        return path.resolve().relative_to(REPO_ROOT)
+    except ValueError:
+        return path.resolve()
+
+
+def settings(command: Sequence[str]) -> tuple[str, dict[str, tuple[str, ...]]]:
+    """The trainer module and the flags of a command that decide its result.
+
+    Leaves out the interpreter, ``--workdir`` and :data:`EXECUTION_ONLY_FLAGS`; the order
+    of the flags does not matter (a later value of a flag wins, as on the command line).
+
+    Returns:
+      ``(module, {flag: its values})``.
+    """
+    argv = list(command[command.index("-m") + 1:]) if "-m" in command else list(command)
+    module, flags = argv[0], {}
+    for token in argv[1:]:
+        if token.startswith("--"):
+            flag, values = token, []
+            flags[flag] = values
+        else:
+            values.append(token)
+    ignored = ("--workdir", *EXECUTION_ONLY_FLAGS)
+    return module, {k: tuple(v) for k, v in flags.items() if k not in ignored}
+
+
+def check_same_settings(workdir: pathlib.Path, command: Sequence[str]) -> None:
+    """Refuses to count a stored run as done when the grid now asks for other settings.
+
+    Raises:
+      ValueError: the stored ``run.json`` records another trainer or other flags.
+    """
+    spec = runs.read_run(workdir).spec
+    if not spec:
+        return
+    stored, wanted = settings(spec["command"]), settings(command)
+    if stored != wanted:
+        raise ValueError(
+            f"{workdir} finished with {' '.join(spec['command'])}, but the experiment now runs "
+            f"{' '.join(command[1:])}. Delete that directory to rerun it with the new "
+            "flags, or restore the experiment's definition.")
+
+
+def launch_subprocess(command: list[str], workdir: pathlib.Path) -> int:
+    """Runs ``command`` from the repository root, logging to ``workdir/train.log``."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(workdir / "train.log", "w") as log:
+        return subprocess.run(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                              env=env, check=False).returncode
+
+
+def select(experiment: Experiment, only: Sequence[str]) -> list[Trial]:
+    """The trials of the runs named in ``only`` (or all), matched by run or trial name.
+
+    Raises:
+      ValueError: a name matches no run or trial.
+    """
+    trials = experiment.all_trials()
+    names = {t.run.name for t in trials} | {t.name for t in trials}
+    unknown = set(only) - names
+    if unknown:
+        raise ValueError(f"No run named {sorted(unknown)} in {experiment.name!r}; runs: "
+                         f"{[run.name for run in experiment.runs]}")
+    return [t for t in trials if not only or t.run.name in only or t.name in only]
+
+
+def run_experiment(experiment: Experiment, runs_dir: pathlib.Path, only: Sequence[str] = (),
+                   launch: Launcher | None = None, dry_run: bool = False) -> dict[str, str]:
+    """Runs every unfinished trial of ``experiment``, one after another.
+
+    Args:
+      experiment: the grid.
+      runs_dir: parent directory; trial ``t`` writes to ``runs_dir/experiment.name/t.name``.
+      only: names of runs (all their seeds) or trials to restrict to (all when empty).
+      launch: starts a command in a directory and returns its exit code; defaults to
+        :func:`launch_subprocess`.
+      dry_run: print what would run, run nothing.
+
+    Returns:
+      Trial name -> ``"done"`` (already finished), ``"ran"``, ``"failed"`` or ``"planned"``.
+    """
+    launch = launch or launch_subprocess
+    selected = select(experiment, only)
+    outcome = {}
+    for index, trial in enumerate(selected, 1):
+        workdir = runs_dir / experiment.name / trial.name
+        command = experiment.command(trial, relative_to_repo(workdir))
+        if runs.is_finished(workdir):
+            check_same_settings(workdir, command)
+            outcome[trial.name] = "done"
+            continue
+        print(f"[{index}/{len(selected)}] {experiment.name}/{trial.name}: "
+              f"{' '.join(command[1:])}", flush=True)
+        if dry_run:
+            outcome[trial.name] = "planned"
+            continue
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / runs.RUN_SPEC).write_text(json.dumps(
+            {"experiment": experiment.name, "run": trial.name, "labels": trial.run.labels,
+             "command": command[1:]}, indent=1) + "\n")
+        start = time.monotonic()
+        code = launch(command, workdir)
+        ok = code == 0 and runs.is_finished(workdir)
+        outcome[trial.name] = "ran" if ok else "failed"
+        print(f"    {'finished' if ok else f'FAILED (exit {code}; see train.log)'} in "
+              f"{time.monotonic() - start:.0f} s", flush=True)
+    return outcome
