@@ -27,6 +27,20 @@ _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 }
 
 
+def activation(name: str) -> Callable[[jax.Array], jax.Array]:
+    """Returns the plain activation function called ``name``.
+
+    Args:
+      name: one of ``ACTIVATION_GAMMAS``.
+
+    Returns:
+      The activation function.
+    """
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"Unknown activation {name!r}; choose from {sorted(_ACTIVATIONS)}.")
+    return _ACTIVATIONS[name]
+
+
 def scaled_activation(name: str) -> Callable[[jax.Array], jax.Array]:
     """Returns ``x -> γ · act(x)``, variance preserving for standard normal inputs.
 
@@ -36,9 +50,7 @@ def scaled_activation(name: str) -> Callable[[jax.Array], jax.Array]:
     Returns:
       The scaled activation function.
     """
-    if name not in ACTIVATION_GAMMAS:
-        raise ValueError(f"Unknown activation {name!r}; choose from {sorted(ACTIVATION_GAMMAS)}.")
-    act, gamma = _ACTIVATIONS[name], ACTIVATION_GAMMAS[name]
+    act, gamma = activation(name), ACTIVATION_GAMMAS[name]
     return lambda x: act(x) * gamma
 
 
