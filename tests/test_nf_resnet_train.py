@@ -44,14 +44,14 @@ def read_metrics(workdir: pathlib.Path) -> tuple[list[dict], list[dict]]:
     return run.train, run.evals
 
 
-def saved_params(workdir: pathlib.Path, step: int) -> list[np.ndarray]:
-    """The parameters of a checkpoint, as NumPy arrays, whatever devices saved them."""
+def saved_params(workdir: pathlib.Path, step: int, part: str = "params") -> list[np.ndarray]:
+    """A checkpoint's ``params`` (or ``model_state``) as NumPy arrays, from any devices."""
     path = (workdir / "checkpoints" / str(step) / "state").absolute()
     checkpointer = ocp.StandardCheckpointer()
     metadata = checkpointer.metadata(path).item_metadata
     target = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), metadata)
     restored = checkpointer.restore(path, target)
-    return [np.asarray(x) for x in jax.tree.leaves(restored["params"])]
+    return [np.asarray(x) for x in jax.tree.leaves(restored[part])]
 
 
 @pytest.mark.slow
@@ -77,8 +77,11 @@ def test_smoke_training_lowers_the_loss_and_writes_every_file(tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_after_ctrl_c_ends_with_the_uninterrupted_parameters(tmp_path, monkeypatch):
-    uninterrupted = train.train_and_evaluate(TINY, tmp_path / "a")
+@pytest.mark.parametrize("model", ["nf_resnet_nano", "bn_resnet_nano"])
+def test_resume_after_ctrl_c_ends_with_the_uninterrupted_parameters(tmp_path, monkeypatch,
+                                                                     model):
+    config = dataclasses.replace(TINY, model=model)
+    uninterrupted = train.train_and_evaluate(config, tmp_path / "a")
 
     log_record = trainer.log_record
 
@@ -88,15 +91,21 @@ def test_resume_after_ctrl_c_ends_with_the_uninterrupted_parameters(tmp_path, mo
             os.kill(os.getpid(), signal.SIGINT)
 
     monkeypatch.setattr(trainer, "log_record", press_ctrl_c_at_step_8)
-    interrupted = train.train_and_evaluate(TINY, tmp_path / "b")
+    interrupted = train.train_and_evaluate(config, tmp_path / "b")
     assert interrupted["interrupted"] and interrupted["steps"] == 8
     monkeypatch.undo()
-    resumed = train.train_and_evaluate(TINY, tmp_path / "b", resume=True)
+    resumed = train.train_and_evaluate(config, tmp_path / "b", resume=True)
 
     assert resumed["resumed_from_step"] == 8 and resumed["steps"] == 24
-    for a, b in zip(saved_params(tmp_path / "a", 24), saved_params(tmp_path / "b", 24),
-                    strict=True):
-        np.testing.assert_array_equal(a, b)
+    for part in ("params", "model_state"):  # model_state: BatchNorm's running averages.
+        for a, b in zip(saved_params(tmp_path / "a", 24, part),
+                        saved_params(tmp_path / "b", 24, part), strict=True):
+            np.testing.assert_array_equal(a, b)
+    # BatchNorm: a mean and a variance for each of 2 norms in 2 blocks, and the final norm.
+    statistics = saved_params(tmp_path / "a", 24, "model_state")
+    assert len(statistics) == (0 if model.startswith("nf_") else 10)
+    # Means start at 0, variances at 1: training moved them all.
+    assert all(not np.allclose(s, 0.0) and not np.allclose(s, 1.0) for s in statistics)
     assert resumed["final_test_accuracy"] == uninterrupted["final_test_accuracy"]
     records_a, _ = read_metrics(tmp_path / "a")
     records_b, _ = read_metrics(tmp_path / "b")
@@ -176,10 +185,13 @@ def test_a_non_finite_loss_stops_the_run_cleanly(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("model", ["nf_resnet_nano", "bn_resnet_nano"])
 @pytest.mark.parametrize("microbatches", [[], ["--microbatch-size", "64"]],
                          ids=["whole_batch", "two_microbatches"])
-def test_eight_simulated_devices_match_one_device(tmp_path, microbatches):
-    flags = ["--preset", "smoke", "--steps", "1", "--train-examples", "1024",
+def test_eight_simulated_devices_match_one_device(tmp_path, microbatches, model):
+    # With BatchNorm this checks that the statistics are those of the global batch (or
+    # microbatch): each device's share alone would normalize differently.
+    flags = ["--preset", "smoke", "--model", model, "--steps", "1", "--train-examples", "1024",
              "--log-every-steps", "1", *microbatches]
     assert main.main([*flags, "--workdir", str(tmp_path / "one")]) == 0
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
@@ -194,6 +206,7 @@ def test_eight_simulated_devices_match_one_device(tmp_path, microbatches):
     (one,), _ = read_metrics(tmp_path / "one")
     (eight,), _ = read_metrics(tmp_path / "eight")
     np.testing.assert_allclose(eight["train_loss"], one["train_loss"], rtol=1e-5)
-    for a, b in zip(saved_params(tmp_path / "one", 1), saved_params(tmp_path / "eight", 1),
-                    strict=True):
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    for part in ("params", "model_state"):
+        for a, b in zip(saved_params(tmp_path / "one", 1, part),
+                        saved_params(tmp_path / "eight", 1, part), strict=True):
+            np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)

@@ -23,6 +23,8 @@ class LoopConfig:
       microbatch_size: split each batch into microbatches of this size and sum their
         gradients before clipping (gradient accumulation: one optimizer step per batch,
         for batches that do not fit in memory, or run slowly, at once; ``None``: no split).
+        BatchNorm then normalizes each microbatch with its own statistics ("ghost" batch
+        norm) and moves its running averages once per microbatch.
       epochs: training length in epochs, unless ``steps`` is set.
       steps: training length in steps; overrides ``epochs``.
       label_smoothing: label-smoothing factor of the training loss.

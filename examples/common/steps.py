@@ -65,7 +65,10 @@ def gradients(params: nnx.State, model_state: nnx.State, images: jax.Array, labe
     Microbatch ``k`` of ``n`` holds examples ``k, k + n, k + 2n, …``: a strided slice keeps
     every device's share on that device. Its loss is scaled by ``1 / n``, so the gradients
     of the ``n`` microbatches sum to the gradient of the whole batch's mean loss (exactly
-    so for a model without batch statistics, up to float rounding and dropout masks). With
+    so for a model without batch statistics, up to float rounding and dropout masks). A
+    BatchNorm model normalizes each microbatch with that microbatch's statistics (over
+    all devices), so the sum is the gradient of "ghost" batch norm over groups of
+    ``batch_size / n`` examples, and the running averages move once per microbatch. With
     ``count = 1`` this is the plain full-batch gradient.
 
     Returns:

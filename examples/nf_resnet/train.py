@@ -16,21 +16,27 @@ from flax import nnx
 
 from examples.common import state as state_lib
 from examples.common import trainer
-from examples.nf_resnet import models, optim
+from examples.nf_resnet import bn_resnet, models, optim
 from examples.nf_resnet.configs import TrainConfig
 
 
 def create_model(config: TrainConfig, num_classes: int, in_features: int,
-                 rngs: nnx.Rngs) -> models.NFResNet:
-    """Builds the configured NF-ResNet (float32 parameters, configured compute dtype)."""
+                 rngs: nnx.Rngs) -> models.ResNet:
+    """Builds the configured ResNet (float32 parameters, configured compute dtype).
+
+    ``config.model`` picks the layout and the family: ``nf_resnet_*`` an NF-ResNet,
+    ``bn_resnet_*`` the BatchNorm ResNet of the same size.
+    """
     if config.model not in models.VARIANTS:
         raise ValueError(f"Unknown model {config.model!r}; choose from {sorted(models.VARIANTS)}.")
-    return models.NFResNet(
-        models.VARIANTS[config.model], num_classes, in_features=in_features,
-        activation=config.activation, se_ratio=config.se_ratio,
-        drop_path_rate=config.drop_path_rate, dropout_rate=config.dropout_rate,
-        dtype=state_lib.compute_dtype(config.dtype), rngs=rngs,
-    )
+    spec = models.VARIANTS[config.model]
+    common = dict(in_features=in_features, activation=config.activation,
+                  se_ratio=config.se_ratio, drop_path_rate=config.drop_path_rate,
+                  dropout_rate=config.dropout_rate,
+                  dtype=state_lib.compute_dtype(config.dtype), rngs=rngs)
+    if spec.normalization == "batch":
+        return bn_resnet.BNResNet(spec, num_classes, **common)
+    return models.NFResNet(spec, num_classes, **common)
 
 
 FAMILY = state_lib.ModelFamily(name="nf_resnet", create_model=create_model,
