@@ -75,6 +75,7 @@ class Recorder:
 
 
 def lineage_of(states: Sequence[State]) -> list[Lineage]:
+    """The states that are lineages (values computed from parameters only)."""
     return [s for s in states if isinstance(s, dict)]
 
 
@@ -102,6 +103,7 @@ def _map(lineage: Lineage, fn: Callable[[AxisMap], AxisMap]) -> Lineage:
 
 
 def read_by(rec: Recorder, states: Sequence[State], where: str, note: str) -> None:
+    """Records a read without contraction of every parameter behind ``states``."""
     for lineage in lineage_of(states):
         for param in lineage:
             rec.use(param, Use(where, None, note))
@@ -123,6 +125,7 @@ def mix(rec: Recorder, where: str, states: Sequence[State], rank: int) -> State:
 
 
 def shape_of(var: Any) -> tuple[int, ...]:
+    """The shape of a jaxpr variable or literal."""
     return tuple(var.aval.shape)
 
 
@@ -281,9 +284,9 @@ def _one_operand(rec: Recorder, eqn: Any, lineage: Lineage, where: str) -> Linea
         return _squeeze_like(rec, eqn, lineage, where)
     if name.startswith(("reduce_", "arg")) and "axes" in p:
         return _map(lineage, lambda m: tuple(x for a, x in enumerate(m) if a not in p["axes"]))
-    if name in ("slice", "pad", "rev", "cumsum", "cumprod", "cummax", "cummin",
-                "cumlogsumexp", "reduce_precision"):
-        return lineage
+    if name in ("slice", "pad", "all_gather"):
+        rank_kept = len(shape_of(eqn.invars[0])) == len(shape_of(eqn.outvars[0]))
+        return lineage if rank_kept else None  # Windows, padding and tiled gathers.
     return None
 
 

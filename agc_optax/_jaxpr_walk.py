@@ -16,7 +16,7 @@ from typing import Any
 from jax.extend import core
 
 from agc_optax import _jaxpr_rules
-from agc_optax._jaxpr_rules import DATA, Recorder, State, join, lineage_of
+from agc_optax._jaxpr_rules import DATA, Recorder, State, join, lineage_of, shape_of
 
 _MAX_FIXPOINT_ROUNDS = 8
 
@@ -64,11 +64,17 @@ def _eqn(rec: Recorder, eqn: Any, states: list[State], where: str) -> list[State
     if name == "cond":
         return _cond(rec, eqn, states, where)
     inner = [v for v in eqn.params.values() if isinstance(v, core.Jaxpr | core.ClosedJaxpr)]
-    if len(inner) == 1:
-        body = _open(inner[0])
-        if len(body.invars) == len(states) and len(body.outvars) == len(eqn.outvars):
-            return walk(rec, body, states, where)
+    if len(inner) == 1 and _same_signature(eqn, _open(inner[0])):
+        return walk(rec, inner[0], states, where)
     return _jaxpr_rules.apply(rec, eqn, states, where)
+
+
+def _same_signature(eqn: Any, body: Any) -> bool:
+    """Whether ``body`` takes and returns values of the equation's ranks (a plain call)."""
+    pairs = [*zip(eqn.invars, body.invars, strict=False),
+             *zip(eqn.outvars, body.outvars, strict=False)]
+    return (len(body.invars) == len(eqn.invars) and len(body.outvars) == len(eqn.outvars)
+            and all(len(shape_of(a)) == len(shape_of(b)) for a, b in pairs))
 
 
 def _fixpoint(rec: Recorder, body: Any, before: list[State], carry: list[State],

@@ -16,6 +16,8 @@ import numpy as np
 import optax
 import pytest
 from conftest import mixed_scale_pair
+from jax.sharding import AbstractMesh, AxisType
+from jax.sharding import PartitionSpec as P
 from reference import reference_agc
 from test_docs import fenced_blocks
 
@@ -251,6 +253,26 @@ def test_plain_python_loop_over_stacked_layers_and_position_embedding():
 
     rule = infer_unit_axes(fn, params, X)
     assert _axes(rule, params) == {"w": (1,), "pos": (0, 1)}
+
+
+def test_plain_shard_map_with_a_gathered_kernel():
+    """FSDP style: the kernel is sharded over its rows and all-gathered before its use.
+
+    An abstract mesh of 4 devices is enough to trace it on one.
+    """
+    mesh = AbstractMesh((4,), ("fsdp",), axis_types=(AxisType.Auto,))
+
+    def body(w, x):
+        return jnp.einsum("bti,oi->bto", x, jax.lax.all_gather(w, "fsdp", axis=0, tiled=True))
+
+    def fn(p, x):
+        return jax.shard_map(body, mesh=mesh, in_specs=(P("fsdp"), P()), out_specs=P(),
+                             check_vma=False)(p["w"], x)
+
+    params = {"w": jnp.ones((8, 6))}                  # (out, in), 2 rows per device
+    rule = infer_unit_axes(fn, params, X)
+    assert rule("w", params["w"]) == (1,)
+    assert rule.entries["w"].evidence == "shard_map/dot_general sums (1,)"
 
 
 def test_disagreeing_contractions_raise_and_can_be_overridden():
