@@ -56,6 +56,13 @@ def _trace(
             return fn(tree_value, *a, **k)
 
     paths, leaves, treedef = _paths.flatten_with_path_strings(tree)
+    for path, leaf in zip(paths, leaves, strict=True):
+        if not (_is_array_like(leaf) or isinstance(leaf, int | float | complex)):
+            raise TypeError(
+                f"infer_unit_axes: params leaf {path!r} is a {type(leaf).__name__}, not an "
+                "array. Pass the arrays only, e.g. eqx.partition(model, eqx.is_array)[0] "
+                "for an Equinox model, or variables['params'] for a Linen one."
+            )
     arg_leaves, arg_def = jax.tree.flatten((args, kwargs))
     dynamic = [i for i, x in enumerate(arg_leaves) if _is_array_like(x)]
 

@@ -298,6 +298,11 @@ def test_unused_parameter_keeps_the_default_rule():
     assert "never read" in rule.entries["spare"].evidence
 
 
+def test_params_that_are_not_arrays_are_named():
+    with pytest.raises(TypeError, match=r"'act' is a str, not an array.*eqx.partition"):
+        infer_unit_axes(lambda p, x: x @ p["w"], {"w": jnp.ones((6, 3)), "act": "relu"}, X)
+
+
 def test_rule_accepts_key_paths_and_rejects_schedule_calls():
     params = {"enc": {"q": jnp.ones((6, 2, 3))}, "b": jnp.ones((2, 3))}
     rule = infer_unit_axes(lambda p, x: jnp.einsum("bti,ihk->bthk", x, p["enc"]["q"]) + p["b"],
