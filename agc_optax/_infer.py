@@ -108,7 +108,7 @@ def _decide(path: str, shape: tuple[int, ...], uses: Sequence[Use],
             )
         fan_in = tuple(a for a in distinct[0] if a not in layer_axes)
         return Entry(path, shape, fan_in, _describe(deciding) + _layer_note(layer_axes))
-    lost = [u for u in uses if u.note.startswith("not followed")]
+    lost = [u for u in uses if u.lost]
     if lost:
         fan_in = _unit_axes.default_unit_axes(path, jax.ShapeDtypeStruct(shape, "float32"))
         return Entry(path, shape, fan_in, f"{_describe(lost)}; default rule")
@@ -192,7 +192,7 @@ def infer_unit_axes(
         {i: tuple(frozenset({a}) for a in range(len(shape)))} for i, shape in enumerate(shapes)
     ]
     outs = _jaxpr_walk.walk(rec, closed.jaxpr, [*param_states, *other_states])
-    read_by(rec, outs, "output", "no contraction (returned by fn)")
+    read_by(rec, outs, "no contraction (returned by fn)")
     entries = {}
     for i, (path, shape) in enumerate(zip(paths, shapes, strict=True)):
         uses = list(rec.uses.get(i, {}))

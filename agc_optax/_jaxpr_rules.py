@@ -44,15 +44,15 @@ class Use:
     """One read of a parameter.
 
     Attributes:
-        primitive: the primitive that read it, with the sub-jaxprs it sits in.
         fan_in: the parameter axes the read sums over, or None for a read that
             contracts none of them.
-        note: a short human-readable description.
+        note: what read it and where (``scan/dot_general sums (1,)``).
+        lost: the parameter reached an operation the rules do not follow.
     """
 
-    primitive: str
     fan_in: tuple[int, ...] | None
     note: str
+    lost: bool = False
 
 
 @dataclasses.dataclass
@@ -102,11 +102,11 @@ def _map(lineage: Lineage, fn: Callable[[AxisMap], AxisMap]) -> Lineage:
     return {param: fn(axis_map) for param, axis_map in lineage.items()}
 
 
-def read_by(rec: Recorder, states: Sequence[State], where: str, note: str) -> None:
+def read_by(rec: Recorder, states: Sequence[State], note: str, lost: bool = False) -> None:
     """Records a read without contraction of every parameter behind ``states``."""
     for lineage in lineage_of(states):
         for param in lineage:
-            rec.use(param, Use(where, None, note))
+            rec.use(param, Use(None, note, lost))
 
 
 def mix(rec: Recorder, where: str, states: Sequence[State], rank: int) -> State:
@@ -116,8 +116,7 @@ def mix(rec: Recorder, where: str, states: Sequence[State], rank: int) -> State:
     an activation ends every lineage, recorded as a read without contraction.
     """
     if any(s is DATA for s in states):
-        read_by(rec, states, where,
-                f"no contraction ({where.rsplit('/', 1)[-1]} with activations)")
+        read_by(rec, states, f"no contraction ({where.rsplit('/', 1)[-1]} with activations)")
         return DATA
     lineages = [s if len(next(iter(s.values()))) == rank else _map(s, lambda m: (_NONE,) * rank)
                 for s in lineage_of(states)]
@@ -161,36 +160,34 @@ def _reshape_map(in_shape: Sequence[int], out_shape: Sequence[int], m: AxisMap) 
     return tuple(out)
 
 
+def _contracted(rec: Recorder, param: int, summed: frozenset[int], where: str,
+                what: str = "") -> None:
+    """Records a contraction summing ``summed`` axes of ``param`` (none: a plain read)."""
+    if summed:
+        fan_in = tuple(sorted(summed))
+        rec.use(param, Use(fan_in, f"{where} sums {fan_in}{what}"))
+    else:
+        rec.use(param, Use(None, f"no contraction (output axis of {where})"))
+
+
 def _dot_general(rec: Recorder, eqn: Any, states: Sequence[State], where: str) -> State:
     """Records the contracting axes of each parameter operand (batch axes never are)."""
     contract_l, contract_r = eqn.params["dimension_numbers"][0]
     for state, contract in ((states[0], contract_l), (states[1], contract_r)):
-        if isinstance(state, dict):
-            for param, axis_map in state.items():
-                summed = frozenset().union(*(axis_map[a] for a in contract))
-                if summed:
-                    rec.use(param, Use(where, tuple(sorted(summed)),
-                                       f"{where} sums {tuple(sorted(summed))}"))
-                else:
-                    rec.use(param, Use(where, None, f"no contraction (output axis of {where})"))
+        for param, axis_map in (state.items() if isinstance(state, dict) else ()):
+            _contracted(rec, param, frozenset().union(*(axis_map[a] for a in contract)), where)
     return DATA if any(s is not None for s in states) else None
 
 
 def _conv(rec: Recorder, eqn: Any, states: Sequence[State], where: str) -> State:
     """Records every kernel axis but the output-feature one (any rank, grouping, transpose)."""
-    dn = eqn.params["dimension_numbers"]
     lhs, rhs = states
-    if isinstance(rhs, dict):
-        out_feature = dn.rhs_spec[0]
-        kept = [a for a in range(len(shape_of(eqn.invars[1]))) if a != out_feature]
-        for param, axis_map in rhs.items():
-            summed = frozenset().union(*(axis_map[a] for a in kept)) - axis_map[out_feature]
-            if summed:
-                fan_in = tuple(sorted(summed))
-                rec.use(param, Use(where, fan_in, f"{where} sums {fan_in} (all but output)"))
-            else:
-                rec.use(param, Use(where, None, f"no contraction (output axis of {where})"))
-    read_by(rec, [lhs], where, f"no contraction (input of {where})")
+    out_feature = eqn.params["dimension_numbers"].rhs_spec[0]
+    for param, axis_map in (rhs.items() if isinstance(rhs, dict) else ()):
+        kept = [m for a, m in enumerate(axis_map) if a != out_feature]
+        summed = frozenset().union(*kept) - axis_map[out_feature]
+        _contracted(rec, param, summed, where, " (all but output)")
+    read_by(rec, [lhs], f"no contraction (input of {where})")
     return DATA if any(s is not None for s in states) else None
 
 
@@ -200,7 +197,7 @@ def _lookup(rec: Recorder, lineage: Lineage, looked_up: Sequence[int], where: st
     for param, axis_map in lineage.items():
         rows = frozenset().union(*(axis_map[a] for a in (*looked_up, *batch)))
         fan_in = tuple(sorted(frozenset().union(*axis_map) - rows))
-        rec.use(param, Use(where, fan_in, f"{where} lookup sums {fan_in} (one unit per row)"))
+        rec.use(param, Use(fan_in, f"{where} lookup sums {fan_in} (one unit per row)"))
 
 
 def _gather(rec: Recorder, eqn: Any, states: Sequence[State], where: str) -> State:
@@ -334,5 +331,5 @@ def apply(rec: Recorder, eqn: Any, states: list[State], where: str) -> list[Stat
     ):  # device_put, optimization_barrier and other per-operand identities.
         pairs = zip(states, eqn.invars, strict=True)
         return [mix(rec, where, [s], len(shape_of(v))) for s, v in pairs]
-    read_by(rec, states, where, f"not followed through {name}")
+    read_by(rec, states, f"not followed through {name}", lost=True)
     return [DATA] * n_out
