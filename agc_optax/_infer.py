@@ -79,8 +79,10 @@ def _trace(
     return paths, leaves, closed, other_states
 
 
-def _describe(uses: Sequence[Use]) -> str:
-    return "; ".join(dict.fromkeys(u.note for u in uses))
+def _describe(uses: Sequence[Use], shown: int = 2) -> str:
+    notes = list(dict.fromkeys(u.note for u in uses))
+    more = f"; and {len(notes) - shown} more" if len(notes) > shown else ""
+    return "; ".join(notes[:shown]) + more
 
 
 def _layer_note(layer_axes: Mapping[int, str]) -> str:

@@ -327,6 +327,21 @@ def test_table_lists_every_parameter():
     assert text in repr(infer_unit_axes(lambda p, x: x @ p["w"] + p["b"], params, X))
 
 
+def test_evidence_of_a_shared_weight_stays_short():
+    params = {"w": jnp.ones((6, 6))}
+
+    def fn(p, x):
+        for wrap in (jax.jit, jax.checkpoint, lambda f: f, jax.jit):
+            x = wrap(lambda x: x @ p["w"])(x)
+        return x
+
+    evidence = infer_unit_axes(fn, params, X).entries["w"].evidence
+    first, second, rest = evidence.split("; ")
+    assert first == "jit/dot_general sums (0,)"
+    assert second.endswith("/dot_general sums (0,)")   # remat's name varies with the version
+    assert rest == "and 1 more"
+
+
 def test_agc_with_inferred_axes_matches_the_float64_reference():
     """Attention kernels (6, 2, 4) clip per (head, dim) column, under jit."""
     module = nn.MultiHeadDotProductAttention(num_heads=2, qkv_features=8)
