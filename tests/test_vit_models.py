@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 import agc_optax
-from examples.vit import models, optim
+from examples.vit import configs, models, optim
 
 NANO = models.VARIANTS["vit_nano"]  # patch 7, width 32, 2 blocks, 2 heads, MLP 64.
 IMAGE = (2, 28, 28, 1)
@@ -99,8 +99,9 @@ def test_agc_units_of_every_parameter_match_the_layer_definitions():
         assert unit_axes(name, leaf) == EXPECTED[name][1], name
 
 
-def test_anchored_head_pattern_matches_only_the_classifier():
-    matched = {p for p in param_shapes(nano()) if re.search(optim.HEAD, p)}
+def test_default_agc_exclude_matches_only_the_classifier():
+    pattern = configs.TrainConfig().agc_exclude
+    matched = {p for p in param_shapes(nano()) if re.search(pattern, p)}
     assert matched == {"head/kernel", "head/bias"}
 
 

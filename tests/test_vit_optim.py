@@ -1,4 +1,5 @@
-"""The ViT example's optimizer: placements, weight-decay mask, schedule and unit rules."""
+"""The ViT example's optimizer: AGC before or after AdamW, global norm, decay mask, schedule,
+unit rules."""
 
 import dataclasses
 
@@ -11,11 +12,12 @@ from flax import nnx
 
 import agc_optax
 from examples.vit import models, optim
-from examples.vit.configs.base import TrainConfig
+from examples.vit.configs import TrainConfig
 
 NANO = models.VARIANTS["vit_nano"]
 IMAGE = (2, 28, 28, 1)
-CONFIG = TrainConfig(model="vit_nano", lr=1e-2, weight_decay=0.1, warmup_epochs=1)
+CONFIG = TrainConfig(model="vit_nano", lr=1e-2, weight_decay=0.1, warmup_epochs=1, clipping=0.0,
+                     clip_global_norm=0.0)
 
 
 def nano_params() -> tuple[models.ViT, dict]:
@@ -59,7 +61,7 @@ def test_weight_decay_is_decoupled_and_applies_to_kernels_only():
     # With a zero gradient Adam's step is 0, so only the decoupled decay moves a parameter:
     # by -lr · wd · W for kernels, not at all for biases, scales and the position embedding.
     _, params = nano_params()
-    config = dataclasses.replace(CONFIG, clip_placement="none", warmup_epochs=0)
+    config = dataclasses.replace(CONFIG, warmup_epochs=0)
     updates, _ = one_update(config, params, jax.tree.map(jnp.zeros_like, params))
     for path, update in flat(updates).items():
         expected = -1e-2 * 0.1 * flat(params)[path] if path.endswith("kernel") else 0.0
@@ -69,11 +71,10 @@ def test_weight_decay_is_decoupled_and_applies_to_kernels_only():
 def test_agc_after_adamw_bounds_every_units_update_by_its_weights():
     model, params = nano_params()
     unit_axes = optim.model_unit_axes(model, IMAGE)
-    config = dataclasses.replace(CONFIG, clip_placement="agc_after", clipping=0.001,
-                                 warmup_epochs=0)
+    config = dataclasses.replace(CONFIG, agc_placement="after", clipping=0.001, warmup_epochs=0)
     grads = random_like(params, seed=1)
     updates, state = one_update(config, params, grads, unit_axes)
-    unclipped, _ = one_update(dataclasses.replace(config, clip_placement="none"), params, grads)
+    unclipped, _ = one_update(dataclasses.replace(config, clipping=0.0), params, grads)
     w, u, free = flat(params), flat(updates), flat(unclipped)
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
         name = agc_optax.path_to_str(path)
@@ -95,8 +96,8 @@ def test_agc_before_adamw_clips_the_gradient_adamw_sees():
     # The check: the update equals plain AdamW applied to the float64 AGC reference.
     model, params = nano_params()
     unit_axes = optim.model_unit_axes(model, IMAGE)
-    config = dataclasses.replace(CONFIG, clip_placement="agc_before", clipping=0.01,
-                                 warmup_epochs=0, weight_decay=0.0)
+    config = dataclasses.replace(CONFIG, agc_placement="before", clipping=0.01, warmup_epochs=0,
+                                 weight_decay=0.0)
     grads = random_like(params, seed=2, scale=1e-6)
     updates, _ = one_update(config, params, grads, unit_axes)
     w, g = flat(params), flat(grads)
@@ -117,8 +118,7 @@ def test_agc_before_adamw_clips_the_gradient_adamw_sees():
 
 def test_global_norm_placement_scales_the_gradient_before_adamw():
     _, params = nano_params()
-    config = dataclasses.replace(CONFIG, clip_placement="global_norm", clip_global_norm=1e-7,
-                                 warmup_epochs=0, weight_decay=0.0)
+    config = dataclasses.replace(CONFIG, clip_global_norm=1e-7, warmup_epochs=0, weight_decay=0.0)
     grads = random_like(params, seed=3, scale=1e-6)
     updates, _ = one_update(config, params, grads)
     g = flat(grads)
@@ -132,8 +132,7 @@ def test_global_norm_placement_scales_the_gradient_before_adamw():
 @pytest.mark.parametrize("clip_norms_and_biases", [True, False])
 def test_norms_and_biases_are_clipped_or_excluded_and_the_head_never(clip_norms_and_biases):
     model, params = nano_params()
-    config = dataclasses.replace(CONFIG, clip_placement="agc_before",
-                                 clip_norms_and_biases=clip_norms_and_biases)
+    config = dataclasses.replace(CONFIG, clipping=0.01, clip_norms_and_biases=clip_norms_and_biases)
     _, state = one_update(config, params, params, optim.model_unit_axes(model, IMAGE))
     clipped = set(optax.tree_utils.tree_get(state, "leaf_clip_fraction"))
     every = set(flat(params))
@@ -179,5 +178,6 @@ def test_unit_rules_by_name(name, expected):
 def test_unknown_names_are_refused():
     with pytest.raises(ValueError, match="--agc-units 'rank'"):
         optim.unit_axes_rule("rank", None, IMAGE)
-    with pytest.raises(ValueError, match="--clip-placement 'after'"):
-        optim.create_optimizer(dataclasses.replace(CONFIG, clip_placement="after"), 10, 1)
+    with pytest.raises(ValueError, match="--agc-placement 'middle'"):
+        optim.create_optimizer(dataclasses.replace(CONFIG, clipping=0.01, agc_placement="middle"),
+                               10, 1)

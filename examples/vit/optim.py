@@ -1,14 +1,15 @@
-"""The ViT example's optimizer: AdamW with a clipping placement chosen by configuration.
+"""The ViT example's optimizer: AdamW, with AGC before or after it, or global-norm clipping.
 
-Four placements (``clip_placement``), the question a transformer + AdamW user asks:
+Where AGC goes is the question a transformer + AdamW user faces (``agc_placement``):
 
-- ``"none"``: ``adamw``.
-- ``"global_norm"``: ``clip_by_global_norm → adamw``, the classic transformer recipe.
-- ``"agc_before"``: ``agc → adamw``; AGC clips each unit's *gradient* to
+- ``"before"``: ``agc → adamw``; AGC clips each unit's *gradient* to
   ``λ · max(‖W_i‖, ε)``, as in the NFNets paper.
-- ``"agc_after"``: ``adamw → agc``; AGC clips each unit's *update* (learning rate and
+- ``"after"``: ``adamw → agc``; AGC clips each unit's *update* (learning rate and
   weight decay included) to ``λ · max(‖W_i‖, ε)``. This is what
   ``optax.chain(optax.adamw(...), agc(...))`` does, knowingly or not.
+
+``clip_global_norm`` > 0 adds ``optax.clip_by_global_norm`` before AdamW (the classic
+transformer recipe); with ``clipping`` 0 and ``clip_global_norm`` 0 the optimizer is AdamW.
 
 References:
   Loshchilov, Hutter, *Decoupled Weight Decay Regularization*, ICLR 2019,
@@ -26,18 +27,12 @@ import optax
 from flax import nnx
 
 import agc_optax
+from examples.common import optim
 
-PLACEMENTS = ("none", "global_norm", "agc_before", "agc_after")
+AGC_PLACEMENTS = ("before", "after")
 UNIT_RULES = ("infer", "shape", "optax_rank")
-# The classifier is never clipped; the vectors are excluded on request.
-HEAD = r"^head/"
+# Excluded from AGC with --no-clip-norms-and-biases: LayerNorm scales and all biases.
 NORMS_AND_BIASES = r"/(bias|scale)$"
-
-
-def weight_decay_mask(params: nnx.State) -> Any:
-    """Marks the kernels for weight decay: not biases, LayerNorm scales or embeddings."""
-    return jax.tree_util.tree_map_with_path(
-        lambda path, _: agc_optax.path_to_str(path).endswith("kernel"), params)
 
 
 def optax_rank_unit_axes(path: str, leaf: Any) -> tuple[int, ...]:
@@ -105,22 +100,23 @@ def unit_axes_rule(name: str, model: nnx.Module, image_shape: tuple[int, ...]) -
     raise ValueError(f"Unknown --agc-units {name!r}; choose from {UNIT_RULES}.")
 
 
-def agc_exclude(clip_norms_and_biases: bool) -> list[str]:
-    """AGC's ``exclude`` patterns: the head, and the vectors unless they are clipped."""
-    return [HEAD] if clip_norms_and_biases else [HEAD, NORMS_AND_BIASES]
+def agc_exclude(config: Any) -> list[str]:
+    """AGC's ``exclude``: ``agc_exclude`` (the head), plus norms and biases if not clipped."""
+    return [config.agc_exclude] + ([] if config.clip_norms_and_biases else [NORMS_AND_BIASES])
 
 
 def create_optimizer(config: Any, total_steps: int, steps_per_epoch: int,
                      unit_axes: Any = None) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """Returns AdamW with the configured clipping placement, and its schedule.
+    """Returns AdamW with the configured clipping, and its learning-rate schedule.
 
     The learning rate warms up linearly from 0 to ``config.lr``, then decays to 0 by a
-    cosine. Weight decay is decoupled (AdamW) and applies to kernels only.
+    cosine. Weight decay is decoupled (AdamW) and applies to kernels only (not biases,
+    LayerNorm scales or the position embedding).
 
     Args:
-      config: the run's configuration (``clip_placement``, ``clipping``, ``agc_eps``,
-        ``clip_global_norm``, ``clip_norms_and_biases``, ``lr``, ``b1``, ``b2``,
-        ``weight_decay``, ``warmup_epochs``).
+      config: the run's configuration (``clipping``, ``agc_eps``, ``agc_placement``,
+        ``agc_exclude``, ``clip_norms_and_biases``, ``clip_global_norm``, ``lr``, ``b1``,
+        ``b2``, ``weight_decay``, ``warmup_epochs``).
       total_steps: the run's length, for the cosine decay.
       steps_per_epoch: to convert ``warmup_epochs`` into steps.
       unit_axes: AGC's ``unit_axes`` (:func:`unit_axes_rule`).
@@ -128,18 +124,20 @@ def create_optimizer(config: Any, total_steps: int, steps_per_epoch: int,
     Returns:
       The optimizer and its learning-rate schedule.
     """
-    if config.clip_placement not in PLACEMENTS:
-        raise ValueError(f"Unknown --clip-placement {config.clip_placement!r}; "
-                         f"choose from {PLACEMENTS}.")
-    warmup = min(round(config.warmup_epochs * steps_per_epoch), total_steps - 1)
-    schedule = optax.warmup_cosine_decay_schedule(0.0, config.lr, warmup, total_steps, 0.0)
+    if config.agc_placement not in AGC_PLACEMENTS:
+        raise ValueError(f"Unknown --agc-placement {config.agc_placement!r}; "
+                         f"choose from {AGC_PLACEMENTS}.")
+    schedule = optim.warmup_cosine(config.lr, config.warmup_epochs, total_steps,
+                                   steps_per_epoch)
     adamw = optax.adamw(schedule, b1=config.b1, b2=config.b2,
-                        weight_decay=config.weight_decay, mask=weight_decay_mask)
-    if config.clip_placement == "none":
-        return adamw, schedule
-    if config.clip_placement == "global_norm":
-        return optax.chain(optax.clip_by_global_norm(config.clip_global_norm), adamw), schedule
+                        weight_decay=config.weight_decay, mask=optim.kernel_mask)
+    before = []
+    if config.clip_global_norm > 0:
+        before.append(optax.clip_by_global_norm(config.clip_global_norm))
+    if config.clipping <= 0:
+        return optax.chain(*before, adamw), schedule
     agc = agc_optax.agc(config.clipping, config.agc_eps, unit_axes=unit_axes,
-                        exclude=agc_exclude(config.clip_norms_and_biases), track_stats=True)
-    parts = (agc, adamw) if config.clip_placement == "agc_before" else (adamw, agc)
-    return optax.chain(*parts), schedule
+                        exclude=agc_exclude(config), track_stats=True)
+    if config.agc_placement == "before":
+        return optax.chain(agc, *before, adamw), schedule
+    return optax.chain(*before, adamw, agc), schedule
