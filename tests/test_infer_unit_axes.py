@@ -120,6 +120,17 @@ def test_linen_scanned_blocks_have_a_layer_axis():
     assert "axis 0 scanned over" in rule.entries["Scan_Block_0/Dense_0/kernel"].evidence
 
 
+def test_linen_rnn_shares_its_cell_across_steps():
+    """nn.RNN scans with the params broadcast: no layer axis, every Dense kernel (in, hidden)."""
+    rule, params = _linen_rule(nn.RNN(nn.LSTMCell(4)), jnp.ones((2, 7, 3)))
+    axes = _axes(rule, params)
+    assert len(axes) == 12                                   # 8 kernels, 4 biases
+    assert set(axes.values()) == {(0,)}
+    assert all("scanned" not in entry.evidence for entry in rule.entries.values())
+    kernels = [e.evidence for p, e in rule.entries.items() if p.endswith("kernel")]
+    assert len(kernels) == 8 and all("scan/" in e and "dot_general" in e for e in kernels)
+
+
 def test_linen_remat():
     class Model(nn.Module):
         @nn.compact
