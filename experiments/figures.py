@@ -52,7 +52,7 @@ def curves(experiment: Experiment, results: Sequence[Result],
     fig = Figure(figsize=(11, 4))
     ax_acc, ax_loss = fig.subplots(1, 2)
     for result in results:
-        _plot_curves(ax_acc, ax_loss, result, result.labels["clip"])
+        _plot_curves(ax_acc, ax_loss, result, result.labels[experiment.report.legend])
     ax_acc.set(xlabel="step", ylabel="test accuracy", title="Fashion-MNIST test accuracy")
     ax_loss.set(xlabel="step", ylabel="training loss", title="Training loss", yscale="log")
     for ax in (ax_acc, ax_loss):
@@ -72,7 +72,7 @@ def curves_by_batch(experiment: Experiment, results: Sequence[Result],
     for column, batch in enumerate(batches):
         ax_acc, ax_loss = axes[0][column], axes[1][column]
         for result in (r for r in results if r.labels["batch_size"] == batch):
-            _plot_curves(ax_acc, ax_loss, result, result.labels["clip"])
+            _plot_curves(ax_acc, ax_loss, result, result.labels[experiment.report.legend])
         ax_acc.set(title=f"batch {batch}", xlabel="step", ylabel="test accuracy", ylim=(0, 1))
         ax_loss.set(xlabel="step", ylabel="training loss", yscale="log")
         for ax in (ax_acc, ax_loss):
@@ -119,7 +119,7 @@ def clip_fraction_by_batch(experiment: Experiment, results: Sequence[Result],
             for index, trial in enumerate(result.trials):
                 records = [r for r in trial.train if r.get("clip_fraction") is not None]
                 ax.plot([r["step"] for r in records], [r["clip_fraction"] for r in records],
-                        label=f"λ={result.labels['clipping']:g}" if index == 0 else None)
+                        label=result.labels[experiment.report.legend] if index == 0 else None)
         ax.set(title=f"batch {batch}", xlabel="step", ylabel="fraction of units clipped",
                yscale="log")
         ax.grid(alpha=0.3)
@@ -138,12 +138,13 @@ def clip_fraction_by_kind(experiment: Experiment, results: Sequence[Result],
         return []
     fig = Figure(figsize=(3.6 * len(kinds), 3.4))
     axes = fig.subplots(1, len(kinds), squeeze=False)
+    legend = experiment.report.legend
     for ax, kind in zip(axes[0], kinds, strict=True):
         labelled = set()
         for result, trial in by_kind:
             records = [rec for rec in trial.train
                        if (rec.get("clip_fraction_by_param") or {}).get(kind) is not None]
-            label = None if result.run.name in labelled else result.labels["clip"]
+            label = None if result.run.name in labelled else result.labels[legend]
             labelled.add(result.run.name)
             ax.plot([rec["step"] for rec in records],
                     [rec["clip_fraction_by_param"][kind] for rec in records], label=label)

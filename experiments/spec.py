@@ -68,10 +68,12 @@ class Report:
       figures: functions ``(experiment, results, figures_dir) -> written paths``
         (:mod:`experiments.figures`).
       columns: the run labels that head the rows of its table.
+      legend: the run label that names a run in the figures' legends.
     """
 
     figures: tuple[Figure, ...]
     columns: tuple[str, ...]
+    legend: str = "clip"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -109,3 +109,15 @@ def test_train_step_benchmark_quick_run_writes_its_json(tmp_path):
     data = json.loads(out.read_text())
     (case,) = data["results"]
     assert case["with_agc"]["median_ms"] > 0 and case["no_agc"]["median_ms"] > 0
+
+
+def test_the_run_reader_splits_records_and_tells_unfinished_and_foreign_directories(tmp_path):
+    run = runs.read_run(fake_run(tmp_path / "a", 0.16))
+    assert [r["step"] for r in run.train] == [10, 20] and [r["step"] for r in run.evals] == [20]
+    assert run.finished and run.config["clipping"] == 0.16 and run.spec == {}
+    (tmp_path / "a" / "summary.json").unlink()
+    unfinished = runs.read_run(tmp_path / "a")
+    assert not unfinished.finished and unfinished.config == {} and not runs.is_finished(
+        tmp_path / "a")
+    with pytest.raises(FileNotFoundError, match="not a run directory"):
+        runs.read_run(tmp_path)
