@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import sys
@@ -77,7 +78,7 @@ def test_a_seed_gets_its_own_directory_and_flag_and_seed_0_keeps_todays():
     assert (Trial(run, 0).name, Trial(run, 0).flags) == ("agc", ("--clipping", "0.16"))
     assert (Trial(run, 2).name, Trial(run, 2).flags) == (
         "agc_seed2", ("--clipping", "0.16", "--seed", "2"))
-    seeded = Experiment(**{**TINY.__dict__, "seeds": (0, 1)})
+    seeded = dataclasses.replace(TINY, seeds=(0, 1))
     command = seeded.command(seeded.trials(TINY.runs[1])[1], "w")
     assert command[:3] == [sys.executable, "-m", "examples.nf_resnet.train"]
     assert command[3:] == ["--preset", "smoke", "--workdir", "w", *TINY.common_flags,
@@ -162,7 +163,7 @@ def test_flag_order_the_workdir_and_execution_only_flags_do_not_change_the_setti
 
 
 def test_an_incomplete_seeded_grid_reports_mean_and_std_and_marks_missing_runs(tmp_path):
-    seeded = Experiment(**{**TINY.__dict__, "seeds": (0, 1, 2)})
+    seeded = dataclasses.replace(TINY, seeds=(0, 1, 2))
     fake_trial(tmp_path / "tiny" / "agc", 0.80)
     fake_trial(tmp_path / "tiny" / "agc_seed1", 0.84)
     fake_trial(tmp_path / "tiny" / "agc_seed2", 0.86, losses=(2.0, float("nan")), diverged=True)
