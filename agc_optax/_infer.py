@@ -167,7 +167,8 @@ def infer_unit_axes(
             traced as data, other leaves are passed as they are.
         overrides: fan-in axes to use for some path strings instead of
             inferring them (e.g. to settle a parameter that two contractions
-            read differently).
+            read differently). A keyword of ``infer_unit_axes`` itself, never
+            passed to ``fn``.
         **kwargs: keyword arguments of ``fn``, treated like ``args``.
 
     Returns:

@@ -236,6 +236,7 @@ def _gather(rec: Recorder, eqn: Any, states: Sequence[State], where: str) -> Sta
 
 
 def _dynamic_slice(rec: Recorder, eqn: Any, states: Sequence[State], where: str) -> State:
+    """A size-1 slice at a data index is a lookup (``table[token]``); others are windows."""
     operand, indices = states[0], states[1:]
     if not isinstance(operand, dict):
         return DATA if any(s is DATA for s in states) else None
