@@ -5,7 +5,7 @@ Quick start::
     import optax
     from agc_optax import agc
 
-    tx = optax.chain(agc(0.01, exclude="head"), optax.sgd(0.1, momentum=0.9))
+    tx = optax.chain(agc(0.01, exclude="^head/"), optax.sgd(0.1, momentum=0.9))
 
 References:
     Brock, De, Smith, Simonyan, High-Performance Large-Scale Image Recognition
@@ -21,10 +21,10 @@ from agc_optax._infer import infer_unit_axes as infer_unit_axes
 from agc_optax._inferred import InferredUnitAxes as InferredUnitAxes
 from agc_optax._nnx import NNXUnitAxes as NNXUnitAxes
 from agc_optax._nnx import nnx_unit_axes as nnx_unit_axes
+from agc_optax._norms import unitwise_norm as unitwise_norm
 from agc_optax._paths import path_to_str as path_to_str
 from agc_optax._unit_axes import default_unit_axes as default_unit_axes
 from agc_optax._unit_axes import output_first_unit_axes as output_first_unit_axes
-from agc_optax._unit_axes import unitwise_norm as unitwise_norm
 
 __version__ = "0.1.0"
 

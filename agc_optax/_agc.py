@@ -5,7 +5,8 @@ For every unit i of a parameter W with gradient G (Brock et al. 2021, eq. 3)::
     G_i ← λ · max(‖W_i‖, ε) / ‖G_i‖ · G_i    if ‖G_i‖ > λ · max(‖W_i‖, ε)
 
 and G_i is left bit-for-bit unchanged otherwise. Norms are Frobenius norms over
-the unit's fan-in axes (see :mod:`agc_optax._unit_axes`).
+the unit's fan-in axes (see :mod:`agc_optax._unit_axes`), computed as in
+:mod:`agc_optax._norms`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from agc_optax import _exclude, _paths, _unit_axes
+from agc_optax import _exclude, _norms, _paths, _unit_axes
 
 AxisName = Hashable | Sequence[Hashable] | None
 # One name or tuple for every leaf, or a rule ``(path, leaf) -> names`` per leaf.
@@ -46,8 +47,23 @@ _NO_PARAMS_MSG = (
 )
 
 def _check_hyperparameter(name: str, value: Any, *, positive: bool) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
-        return  # Arrays and tracers (e.g. from inject_hyperparams) are not checked.
+    """Rejects non-numbers, and Python numbers out of range; arrays are range-checked when used."""
+    if isinstance(value, bool | str) or not (
+        isinstance(value, int | float | np.number) or hasattr(value, "dtype")
+    ):
+        raise TypeError(
+            f"agc: {name} must be a float or a scalar array, got {type(value).__name__} "
+            f"{value!r}."
+        )
+    if hasattr(value, "dtype"):
+        if jnp.shape(value) != () or not (
+            jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer)
+        ):
+            raise TypeError(
+                f"agc: {name} must be a real scalar, got an array of shape "
+                f"{jnp.shape(value)} and dtype {value.dtype}."
+            )
+        return  # Arrays and tracers (e.g. from inject_hyperparams) may hold any value.
     if not math.isfinite(float(value)):
         raise ValueError(f"agc: {name} must be finite, got {value!r}.")
     if positive and value <= 0:
@@ -60,51 +76,71 @@ def _check_hyperparameter(name: str, value: Any, *, positive: bool) -> None:
         raise ValueError(f"agc: {name} must be >= 0, got {value!r} (the paper uses 1e-3).")
 
 
-def _safe_sqrt(squared: jax.Array) -> jax.Array:
-    """``sqrt`` whose derivative stays finite at 0 (where it returns 0)."""
-    positive = squared > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, squared, 1)), squared)
+class _LeafPlan(NamedTuple):
+    path: str
+    axes: tuple[int, ...]
+    excluded: bool
+    num_units: int
+    axis_name: AxisName
 
 
-def _unit_norm(x: jax.Array, axes: tuple[int, ...], acc: Any, axis_name: AxisName) -> jax.Array:
-    """Per-unit L2 norm of ``x`` accumulated in dtype ``acc``, with keepdims shape.
+class _LeafNorms(NamedTuple):
+    """Per-unit quantities of one leaf, all with keepdims shape, in the accumulation dtype."""
 
-    Accumulating in float32 keeps float16/bfloat16 sums of squares from
-    overflowing. A float32 unit whose sum of squares overflows (elements above
-    ~1e19) gets an infinite norm, so AGC scales it to zero: finite, never NaN.
-    """
-    squared = jnp.sum(_unit_axes.abs_squared(x, acc), axis=axes, keepdims=True)
-    if axis_name is not None:
-        squared = jax.lax.psum(squared, axis_name)
-    return _safe_sqrt(squared)
+    peak: jax.Array  # Divisor of the gradient unit: 1 unless its sum of squares overflowed.
+    grad_norm: jax.Array  # ‖G_i‖ / peak.
+    max_norm: jax.Array  # λ · max(‖W_i‖, ε).
 
 
-def _clip_leaf(
-    grad: jax.Array,
-    param: jax.Array,
-    axes: tuple[int, ...],
+def _clip_leaf(grad: jax.Array, norms: _LeafNorms) -> tuple[jax.Array, jax.Array]:
+    """Clips one leaf unit-wise; returns the clipped gradient and the clipped-unit mask."""
+    clipped = norms.peak * norms.grad_norm > norms.max_norm
+    # Two per-unit factors, ``grad · (1/peak) · (max_norm / (‖G‖/peak))``, so that an
+    # overflowed unit keeps its direction; both are exactly 1 on unclipped units. They
+    # keep their keepdims shape: multiplying broadcasts them without materialising a
+    # full-size array (which would break Explicit sharding).
+    unpeak = jnp.where(clipped, 1 / norms.peak, 1)
+    scale = jnp.where(clipped, norms.max_norm / jnp.where(clipped, norms.grad_norm, 1), 1)
+    return (grad * unpeak * scale).astype(grad.dtype), clipped
+
+
+def _leaf_norms(
+    grads: list[jax.Array],
+    params: list[jax.Array],
+    plans: list[_LeafPlan],
     clipping: jax.typing.ArrayLike,
     eps: jax.typing.ArrayLike,
-    axis_name: AxisName,
-) -> tuple[jax.Array, jax.Array]:
-    """Clips one leaf unit-wise; returns the clipped gradient and the clipped-unit mask."""
-    acc = _unit_axes.accumulation_dtype(grad.dtype, param.dtype)
-    grad_norm = _unit_norm(grad, axes, acc, axis_name)
-    param_norm = _unit_norm(param, axes, acc, axis_name)
-    max_norm = jnp.asarray(clipping, acc) * jnp.maximum(param_norm, jnp.asarray(eps, acc))
-    clipped = grad_norm > max_norm
-    # The per-unit scale keeps its keepdims shape: multiplying broadcasts it
-    # without materialising a full-size array (which would break Explicit sharding).
-    scale = jnp.where(clipped, max_norm / jnp.where(clipped, grad_norm, 1), 1)
-    return (grad * scale).astype(grad.dtype), clipped
+) -> list[_LeafNorms]:
+    """Per-unit gradient norms and thresholds of every clipped leaf."""
+    accs = [_norms.accumulation_dtype(g.dtype, p.dtype) for g, p in zip(grads, params, strict=True)]
+    grad_sq = [
+        _norms.unit_squared_norm(g, plan.axes, acc, plan.axis_name)
+        for g, plan, acc in zip(grads, plans, accs, strict=True)
+    ]
+    peaks, grad_sq = _norms.overflow_safe_squared_norms(
+        grads, grad_sq, [p.axes for p in plans], [p.axis_name for p in plans]
+    )
+    leaf_norms = []
+    for param, plan, acc, peak, squared in zip(params, plans, accs, peaks, grad_sq, strict=True):
+        param_norm = _norms.safe_sqrt(
+            _norms.unit_squared_norm(param, plan.axes, acc, plan.axis_name)
+        )
+        # A traced λ ≤ 0 (a schedule crossing zero) allows no gradient: clip to norm 0.
+        limit = jnp.maximum(jnp.asarray(clipping, acc), 0)
+        max_norm = limit * jnp.maximum(param_norm, jnp.asarray(eps, acc))
+        leaf_norms.append(_LeafNorms(peak, _norms.safe_sqrt(squared), max_norm))
+    return leaf_norms
 
 
-def _check_leaf_pair(path: str, grad: Any, param: Any) -> None:
+def _check_shapes(path: str, grad: Any, param: Any) -> None:
     if jnp.shape(grad) != jnp.shape(param):
         raise ValueError(
             f"agc: leaf {path!r} has gradient shape {jnp.shape(grad)} but parameter shape "
             f"{jnp.shape(param)}; pass the params the gradients were taken with."
         )
+
+
+def _check_dtypes(path: str, grad: Any, param: Any) -> None:
     for name, leaf in (("gradient", grad), ("parameter", param)):
         if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
             raise TypeError(
@@ -130,20 +166,19 @@ def _flatten_pair(updates: Any, params: Any) -> tuple[list[str], list[Any], list
     return paths, grads, param_leaves, treedef
 
 
-class _LeafPlan(NamedTuple):
-    path: str
-    axes: tuple[int, ...]
-    excluded: bool
-    num_units: int
-    axis_name: AxisName
-
-
 def _plan(
-    paths: list[str], params: list[Any], unit_axes: Any, exclude: Any, axis_name: AxisNameSpec
+    paths: list[str],
+    params: list[Any],
+    unit_axes: Any,
+    axis: Any,
+    exclude: Any,
+    axis_name: AxisNameSpec,
 ) -> list[_LeafPlan]:
     """Decides, per leaf and at trace time, its fan-in axes, psum axes and whether it is clipped."""
     excluded = _exclude.resolve_exclude(exclude, paths, params)
-    axes = _unit_axes.resolve_unit_axes(unit_axes, paths, params)
+    axes = _unit_axes.resolve_unit_axes(unit_axes, paths, params, axis)
+    if callable(axis_name):
+        _unit_axes.check_leaf_rule(axis_name, "axis_name")
     plans = []
     for path, param, leaf_axes, skip in zip(paths, params, axes, excluded, strict=True):
         shape = jnp.shape(param)
@@ -151,6 +186,42 @@ def _plan(
         names = axis_name(path, param) if callable(axis_name) else axis_name
         plans.append(_LeafPlan(path, leaf_axes, skip or math.prod(shape) == 0, units, names))
     return plans
+
+
+def _clip_tree(
+    plans: list[_LeafPlan],
+    grads: list[Any],
+    params: list[Any],
+    clipping: jax.typing.ArrayLike,
+    eps: jax.typing.ArrayLike,
+) -> tuple[list[Any], dict[str, jax.Array]]:
+    """Clips every non-excluded leaf; returns all gradient leaves and each clipped-unit mask."""
+    for plan, grad, param in zip(plans, grads, params, strict=True):
+        _check_shapes(plan.path, grad, param)
+        if not plan.excluded:
+            _check_dtypes(plan.path, grad, param)
+    active = [i for i, plan in enumerate(plans) if not plan.excluded]
+    norms = _leaf_norms(
+        [grads[i] for i in active], [params[i] for i in active], [plans[i] for i in active],
+        clipping, eps,
+    )
+    new_grads, masks = list(grads), {}
+    for i, leaf_norms in zip(active, norms, strict=True):
+        new_grads[i], masks[plans[i].path] = _clip_leaf(grads[i], leaf_norms)
+    return new_grads, masks
+
+
+def _stats(plans: list[_LeafPlan], masks: dict[str, jax.Array]) -> AGCState:
+    """Clip fractions from each clipped leaf's clipped-unit mask."""
+    counts = {path: jnp.sum(mask, dtype=jnp.int32) for path, mask in masks.items()}
+    units = {p.path: p.num_units for p in plans if not p.excluded}
+    total_clipped = sum(counts.values(), jnp.zeros([], jnp.int32))
+    return AGCState(
+        clip_fraction=total_clipped.astype(jnp.float32) / max(sum(units.values()), 1),
+        leaf_clip_fraction={
+            path: count.astype(jnp.float32) / units[path] for path, count in counts.items()
+        },
+    )
 
 
 def _initial_stats(plans: list[_LeafPlan]) -> AGCState:
@@ -174,12 +245,19 @@ def agc(
 
     Every unit (the slice of a parameter producing one output feature) whose
     gradient norm exceeds ``clipping · max(‖param unit‖, eps)`` is rescaled to
-    exactly that norm; every other unit passes through bit-for-bit. Chain it
+    exactly that norm, keeping its direction even when its float32 sum of
+    squares overflows; every other unit passes through bit-for-bit. Chain it
     before any optimizer: ``optax.chain(agc(0.01), optax.sgd(...))``.
 
     Args:
-        clipping: λ, the largest allowed ratio ‖G_i‖ / max(‖W_i‖, ε). May be a
-            traced value (``optax.inject_hyperparams(agc)(clipping=...)``).
+        clipping: λ, the largest allowed ratio ‖G_i‖ / max(‖W_i‖, ε): a
+            positive float (anything else raises TypeError or ValueError), or
+            a scalar array, e.g. traced under
+            ``optax.inject_hyperparams(agc)(clipping=schedule)``. An array
+            value ≤ 0, which cannot be checked when traced, allows no
+            gradient at all: every unit is scaled to norm 0 (the limit as
+            λ → 0), so a schedule crossing zero stops the updates and never
+            turns descent into ascent.
         eps: ε, the floor on parameter norms that lets zero-initialised
             parameters learn.
         axis: optax-compatible alternative to ``unit_axes``: one int or tuple
@@ -194,8 +272,10 @@ def agc(
             regular expression or list of them searched in each leaf's path
             string (keys joined by ``/``, e.g. ``"head/kernel"``); a callable
             ``(path, leaf) -> bool``; or a pytree of bools. A pattern that
-            matches no leaf raises ValueError.
-        track_stats: if True the state is an :class:`AGCState` holding
+            matches no leaf, or an exclusion of every leaf, raises ValueError.
+            Anchor patterns (``"^head/"``): ``"head"`` also matches
+            ``"multihead/..."``.
+        track_stats: a bool. If True the state is an :class:`AGCState` holding
             ``clip_fraction`` and ``leaf_clip_fraction`` of the last update
             (read them with ``optax.tree_utils.tree_get``). If False the state
             is ``optax.EmptyState()`` and no extra work is done.
@@ -217,15 +297,17 @@ def agc(
     """
     _check_hyperparameter("clipping", clipping, positive=True)
     _check_hyperparameter("eps", eps, positive=False)
-    if axis is not None:
-        if unit_axes is not None:
-            raise ValueError("agc: pass either unit_axes or optax's axis=, not both.")
-        fixed_axes = axis
-        unit_axes = _unit_axes.leaf_rule(lambda path, x: fixed_axes)
+    if not isinstance(track_stats, bool | np.bool_):
+        raise TypeError(f"agc: track_stats must be True or False, got {track_stats!r}.")
+    if axis is not None and unit_axes is not None:
+        raise ValueError(
+            "agc: pass either unit_axes (axes per leaf) or optax's axis= (the same axes for "
+            "every leaf), not both."
+        )
 
     def init_fn(params: optax.Params) -> optax.OptState:
         paths, leaves, _ = _paths.flatten_with_path_strings(params)
-        plans = _plan(paths, leaves, unit_axes, exclude, axis_name)  # Fails early on bad args.
+        plans = _plan(paths, leaves, unit_axes, axis, exclude, axis_name)  # Fails early.
         return _initial_stats(plans) if track_stats else optax.EmptyState()
 
     def update_fn(
@@ -234,33 +316,10 @@ def agc(
         if params is None:
             raise ValueError(_NO_PARAMS_MSG)
         paths, grads, param_leaves, treedef = _flatten_pair(updates, params)
-        plans = _plan(paths, param_leaves, unit_axes, exclude, axis_name)
-        clipped_grads, clipped_counts = [], {}
-        for plan, grad, param in zip(plans, grads, param_leaves, strict=True):
-            if plan.excluded:
-                clipped_grads.append(grad)
-                continue
-            _check_leaf_pair(plan.path, grad, param)
-            new_grad, clipped = _clip_leaf(
-                grad, param, plan.axes, clipping, eps, plan.axis_name
-            )
-            clipped_grads.append(new_grad)
-            if track_stats:
-                clipped_counts[plan.path] = jnp.sum(clipped, dtype=jnp.int32)
-        new_updates = jax.tree_util.tree_unflatten(treedef, clipped_grads)
-        if not track_stats:
-            return new_updates, state
-        units = {p.path: p.num_units for p in plans if not p.excluded}
-        total_units = max(sum(units.values()), 1)
-        total_clipped = sum(clipped_counts.values(), jnp.zeros([], jnp.int32))
-        stats = AGCState(
-            clip_fraction=total_clipped.astype(jnp.float32) / total_units,
-            leaf_clip_fraction={
-                path: count.astype(jnp.float32) / units[path]
-                for path, count in clipped_counts.items()
-            },
-        )
-        return new_updates, stats
+        plans = _plan(paths, param_leaves, unit_axes, axis, exclude, axis_name)
+        new_grads, masks = _clip_tree(plans, grads, param_leaves, clipping, eps)
+        new_updates = jax.tree_util.tree_unflatten(treedef, new_grads)
+        return new_updates, (_stats(plans, masks) if track_stats else state)
 
     return optax.GradientTransformation(init_fn, update_fn)
 

@@ -69,16 +69,35 @@ def resolve_exclude(spec: ExcludeSpec, paths: Sequence[str], leaves: Sequence[An
         ``True`` for every leaf AGC must leave unchanged.
 
     Raises:
-        ValueError: a pattern matches no leaf, or a mask lacks a leaf's path.
+        ValueError: a pattern matches no leaf, every leaf is excluded, or a mask
+            lacks a leaf's path.
         TypeError: a callable or mask gives something other than a bool.
     """
     if spec is None:
         return [False] * len(paths)
+    excluded = _resolve(spec, paths, leaves)
+    if paths and all(excluded):
+        raise ValueError(
+            f"exclude={_short_repr(spec)} excludes every leaf, leaving AGC nothing to clip: "
+            f"{_paths.describe_paths(paths)}. Anchor the pattern to the leaves meant "
+            "(e.g. '^head/' rather than 'head', which also matches 'multihead/...'), or "
+            "leave agc out of the chain."
+        )
+    return excluded
+
+
+def _short_repr(spec: Any, limit: int = 80) -> str:
+    text = repr(spec)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _resolve(spec: ExcludeSpec, paths: Sequence[str], leaves: Sequence[Any]) -> list[bool]:
     if isinstance(spec, str | re.Pattern):
         return _match_patterns([spec], paths)
     if _is_pattern_list(spec):
         return _match_patterns(spec, paths)
     if callable(spec):
+        _unit_axes.check_leaf_rule(spec, "exclude")
         return [_as_python_bool(spec(p, x), p) for p, x in zip(paths, leaves, strict=True)]
     if hasattr(spec, "dtype") and not hasattr(spec, "keys"):
         raise TypeError(f"exclude is an array ({spec!r}), not a mask. {_unit_axes.INJECT_HINT}")

@@ -8,6 +8,7 @@ query kernel ``(in, heads, dim)`` reducing axis 0, or a Conv1D kernel
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +17,12 @@ from flax import nnx
 from agc_optax import _paths, _unit_axes
 
 Axes = tuple[int, ...]
+Shape = tuple[int, ...]
+
+
+# Each rule yields (attribute, fan-in axes, the shape the module's configuration
+# gives that parameter), for the parameters the module has.
+Rule = Iterator[tuple[str, Axes, Shape]]
 
 
 def _all_axes(ndim: int) -> Axes:
@@ -27,47 +34,84 @@ def _all_but(ndim: int, kept: int) -> Axes:
     return tuple(a for a in range(ndim) if a != kept)
 
 
-def _linear_general_rules(module: nnx.LinearGeneral) -> Iterator[tuple[str, Axes]]:
+def _linear_general_rules(module: nnx.LinearGeneral) -> Rule:
     # kernel: (*batch, *in_features, *out_features); bias: (*batch, *out_features).
-    num_batch, num_in = len(module.batch_axis), len(module.in_features)
-    yield "kernel", tuple(range(num_batch, num_batch + num_in))
-    if getattr(module, "bias", None) is not None:
-        yield "bias", _all_axes(num_batch + len(module.out_features))
+    batch, inputs = tuple(module.batch_axis.values()), tuple(module.in_features)
+    outputs = tuple(module.out_features)
+    yield "kernel", tuple(range(len(batch), len(batch) + len(inputs))), batch + inputs + outputs
+    yield "bias", _all_axes(len(batch) + len(outputs)), batch + outputs
 
 
-def _einsum_rules(module: nnx.Einsum) -> Iterator[tuple[str, Axes]]:
+def _einsum_rules(module: nnx.Einsum) -> Rule:
     # The kernel is the einsum's right operand; its letters absent from the
     # output are contracted, i.e. its fan-in.
-    inputs, output = module.einsum_str.split("->")
+    inputs, output = module.einsum_str.replace(" ", "").split("->")
     kernel_letters = inputs.split(",")[1]
-    yield "kernel", tuple(i for i, c in enumerate(kernel_letters) if c not in output)
-    bias = getattr(module, "bias", None)
-    if bias is not None:
-        yield "bias", _all_axes(len(bias.shape))
+    fan_in = tuple(i for i, c in enumerate(kernel_letters) if c not in output)
+    yield "kernel", fan_in, tuple(module.kernel_shape)
+    if module.bias_shape is not None:
+        yield "bias", _all_axes(len(module.bias_shape)), tuple(module.bias_shape)
 
 
-def _conv_rules(module: nnx.Conv) -> Iterator[tuple[str, Axes]]:
+def _conv_rules(module: nnx.Conv) -> Rule:
     # kernel: (*spatial, in // groups, out); every axis but the output feature.
-    ndim = len(module.kernel_shape)
-    yield "kernel", _all_but(ndim, -1)
-    yield "bias", (0,)
+    shape = tuple(module.kernel_shape)
+    yield "kernel", _all_but(len(shape), -1), shape
+    yield "bias", (0,), (module.out_features,)
 
 
-def _conv_transpose_rules(module: nnx.ConvTranspose) -> Iterator[tuple[str, Axes]]:
+def _conv_transpose_rules(module: nnx.ConvTranspose) -> Rule:
     # transpose_kernel=True stores (*spatial, out, in): the output axis is -2.
-    ndim = len(module.kernel_shape)
-    yield "kernel", _all_but(ndim, -2 if module.transpose_kernel else -1)
-    yield "bias", (0,)
+    shape = tuple(module.kernel_shape)
+    yield "kernel", _all_but(len(shape), -2 if module.transpose_kernel else -1), shape
+    yield "bias", (0,), (module.out_features,)
 
 
-def _linear_rules(module: nnx.Linear) -> Iterator[tuple[str, Axes]]:
-    yield "kernel", (0,)
-    yield "bias", (0,)
+def _linear_rules(module: nnx.Linear) -> Rule:
+    yield "kernel", (0,), (module.in_features, module.out_features)
+    yield "bias", (0,), (module.out_features,)
 
 
-def _embed_rules(module: nnx.Embed) -> Iterator[tuple[str, Axes]]:
+def _embed_rules(module: nnx.Embed) -> Rule:
     # One unit per embedding row: each row is a separate output of the lookup.
-    yield "embedding", (1,)
+    yield "embedding", (1,), (module.num_embeddings, module.features)
+
+
+def _norm_rules(module: nnx.LayerNorm | nnx.RMSNorm | nnx.BatchNorm) -> Rule:
+    # One scale and one offset per feature; each vector is one unit.
+    yield "scale", (0,), (module.num_features,)
+    yield "bias", (0,), (module.num_features,)
+
+
+def _embeddings(inner: Shape, outer: Shape) -> list[tuple[int, ...]]:
+    """Every way ``inner`` sits in ``outer`` as a subsequence: the positions of its axes."""
+    return [
+        positions
+        for positions in itertools.combinations(range(len(outer)), len(inner))
+        if all(outer[p] == n for p, n in zip(positions, inner, strict=True))
+    ]
+
+
+def _stacked_axes(path: str, module: nnx.Module, axes: Axes, expected: Shape, shape: Shape) -> Axes:
+    """Fan-in axes of a parameter whose shape may have leading stacked-layer axes.
+
+    ``nnx.vmap``/``nnx.scan`` over layer constructors stack each parameter
+    along new leading axes (their default ``out_axes=0``); those axes index
+    layers, so they are never fan-in. Anything that is not unambiguously that
+    is refused rather than guessed.
+    """
+    if shape == expected:
+        return axes
+    stacked = len(shape) - len(expected)
+    if stacked > 0 and _embeddings(expected, shape) == [tuple(range(stacked, len(shape)))]:
+        return tuple(a + stacked for a in axes)
+    raise ValueError(
+        f"nnx_unit_axes: parameter {path!r} of {type(module).__name__} has shape {shape}, "
+        f"but the module's configuration gives {expected}, and the extra axes cannot be told "
+        "apart as leading stacked-layer axes (as nnx.vmap/nnx.scan with out_axes=0 make). "
+        "Read the fan-in from the forward pass instead: "
+        "agc(unit_axes=infer_unit_axes(forward, model, *example_inputs))."
+    )
 
 
 # Order matters only for subclasses: the first matching type wins.
@@ -78,6 +122,9 @@ _MODULE_RULES = (
     (nnx.Conv, _conv_rules),
     (nnx.Linear, _linear_rules),
     (nnx.Embed, _embed_rules),
+    (nnx.LayerNorm, _norm_rules),
+    (nnx.RMSNorm, _norm_rules),
+    (nnx.BatchNorm, _norm_rules),
 )
 
 
@@ -114,6 +161,24 @@ class NNXUnitAxes:
         return f"NNXUnitAxes({len(self.table)} parameters)"
 
 
+def _module_table(model: nnx.Module) -> tuple[dict[str, Axes], list[str]]:
+    """Fan-in axes of every parameter of a known module, and the paths of stacked ones."""
+    table: dict[str, Axes] = {}
+    stacked = []
+    for module_path, module in nnx.iter_modules(model):
+        rules = next((r for t, r in _MODULE_RULES if isinstance(module, t)), None)
+        for name, axes, expected in rules(module) if rules else ():
+            param = getattr(module, name, None)
+            if param is None:
+                continue
+            path = _paths.join_keys((*module_path, name))
+            shape = tuple(param.shape)
+            table[path] = _stacked_axes(path, module, axes, tuple(expected), shape)
+            if shape != tuple(expected):
+                stacked.append(path)
+    return table, stacked
+
+
 def nnx_unit_axes(model: nnx.Module) -> NNXUnitAxes:
     """Builds a ``unit_axes`` callable from a ``flax.nnx`` model's modules.
 
@@ -124,22 +189,46 @@ def nnx_unit_axes(model: nnx.Module) -> NNXUnitAxes:
     ``(0, 1)``, and each ``(heads, dim)`` bias is one unit); ``nnx.Einsum`` its
     contracted kernel axes; ``nnx.Conv`` and ``nnx.ConvTranspose`` (any rank,
     any grouping, either kernel layout) every axis but the output feature;
-    ``nnx.Embed`` the feature axis (one unit per row). Other parameters use the
-    default rule. The same answer is given for the paths seen at ``init``
-    (nnx Variables) and at ``update`` (raw arrays).
+    ``nnx.Embed`` the feature axis (one unit per row); the scale and bias of
+    ``nnx.LayerNorm``, ``nnx.RMSNorm`` and ``nnx.BatchNorm`` are one unit each.
+    Other parameters use the default rule. The same answer is given for the
+    paths seen at ``init`` (nnx Variables) and at ``update`` (raw arrays), as
+    path strings or raw key paths.
+
+    Layers stacked with ``nnx.vmap``/``nnx.scan`` (parameters with extra
+    leading axes, one per stacking) keep those axes as unit axes: a stacked
+    ``(layers, in, out)`` Linear kernel reduces axis 1 only. Where the extra
+    axes are not unambiguously leading, or a stacked model has parameters no
+    rule covers, it raises rather than guess: use
+    :func:`agc_optax.infer_unit_axes` for such models.
 
     Args:
         model: the model whose parameters will be clipped.
 
     Returns:
         A callable ``(path, leaf) -> axes`` to pass as ``agc(unit_axes=...)``.
+
+    Raises:
+        TypeError: ``model`` is not an ``nnx.Module`` (e.g. a Linen module).
+        ValueError: stacked parameters whose layer axes cannot be told apart.
     """
-    table: dict[str, Axes] = {}
-    for module_path, module in nnx.iter_modules(model):
-        for module_type, rules in _MODULE_RULES:
-            if isinstance(module, module_type):
-                for name, axes in rules(module):
-                    if getattr(module, name, None) is not None:
-                        table[_paths.join_keys((*module_path, name))] = axes
-                break
+    if not isinstance(model, nnx.Module):
+        raise TypeError(
+            f"nnx_unit_axes needs a flax.nnx.Module, got {type(model).__module__}."
+            f"{type(model).__qualname__}. For Linen, Haiku, Equinox or plain-JAX models, "
+            "read the fan-in from the forward pass: infer_unit_axes(apply_fn, params, "
+            "*example_inputs)."
+        )
+    table, stacked = _module_table(model)
+    if stacked:
+        flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
+        uncovered = [p for p in (_paths.join_keys(k) for k, _ in flat) if p not in table]
+        if uncovered:
+            raise ValueError(
+                f"nnx_unit_axes: the model stacks layers (e.g. {stacked[0]!r}), and it has no "
+                f"rule for parameters {_paths.describe_paths(uncovered)}, which may be stacked "
+                "too: the default rule would reduce their layer axis. Read the fan-in from the "
+                "forward pass instead: agc(unit_axes=infer_unit_axes(forward, model, "
+                "*example_inputs))."
+            )
     return NNXUnitAxes(table)

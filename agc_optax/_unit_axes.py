@@ -9,6 +9,7 @@ alternatives a user can name, and their validation.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -107,45 +108,6 @@ def output_first_unit_axes(path: str, x: Any) -> Axes:
     return tuple(range(1, ndim))
 
 
-def unitwise_norm(x: jax.typing.ArrayLike, axes: int | Sequence[int]) -> jax.Array:
-    """L2 norm of each unit of ``x``, kept broadcastable against ``x``.
-
-    The sum of squares accumulates in float32 (float64 for float64 or
-    complex128 inputs) whatever the input dtype; complex inputs use ``|x|²``.
-
-    Args:
-        x: the array.
-        axes: the fan-in axes to reduce.
-
-    Returns:
-        The norms, with ``keepdims=True`` shape, in the accumulation dtype.
-    """
-    x = jnp.asarray(x)
-    axes_tuple = (axes,) if isinstance(axes, int) else tuple(axes)
-    squared = jnp.sum(abs_squared(x), axis=axes_tuple, keepdims=True)
-    return jnp.sqrt(squared)
-
-
-def accumulation_dtype(*dtypes: Any) -> jnp.dtype:
-    """float64 if any of ``dtypes`` is 64-bit (and JAX has x64 enabled), else float32.
-
-    NumPy float64 inputs without ``jax_enable_x64`` are float32 to JAX, so they
-    accumulate in float32.
-    """
-    wide = any(jnp.dtype(d) in (jnp.dtype("float64"), jnp.dtype("complex128")) for d in dtypes)
-    return jax.dtypes.canonicalize_dtype(jnp.float64 if wide else jnp.float32)
-
-
-def abs_squared(x: jax.Array, dtype: Any = None) -> jax.Array:
-    """``|x|²`` elementwise in ``dtype`` (default: the accumulation dtype of ``x``)."""
-    dtype = accumulation_dtype(x.dtype) if dtype is None else dtype
-    if jnp.iscomplexobj(x):
-        real, imag = jnp.real(x).astype(dtype), jnp.imag(x).astype(dtype)
-        return real * real + imag * imag
-    x = x.astype(dtype)
-    return x * x
-
-
 def _as_axes_tuple(axes: Any) -> tuple[Any, ...] | None:
     if isinstance(axes, int | jnp.integer) and not isinstance(axes, bool):
         return (axes,)
@@ -156,13 +118,15 @@ def _as_axes_tuple(axes: Any) -> tuple[Any, ...] | None:
     return None
 
 
-def normalize_axes(axes: Any, ndim: int, path: str) -> Axes:
+def normalize_axes(axes: Any, ndim: int, path: str, source: str = "unit_axes") -> Axes:
     """Validates ``axes`` for a rank-``ndim`` leaf and returns them ascending, non-negative.
 
     Args:
         axes: an int or a sequence of ints (negative counts from the end).
         ndim: the leaf's rank.
         path: the leaf's path string, for error messages.
+        source: the argument the axes came from (``"unit_axes"`` or ``"axis"``),
+            so that an error speaks of what the user passed.
 
     Returns:
         The sorted, de-negated axes.
@@ -171,33 +135,99 @@ def normalize_axes(axes: Any, ndim: int, path: str) -> Axes:
         TypeError: ``axes`` is not an int or a sequence of ints.
         ValueError: an axis is out of range or repeated.
     """
+    given = f"axis={axes!r}" if source == "axis" else f"unit_axes gave {axes!r}"
+    fix = (
+        "axis= gives these axes to every leaf; for leaves that need other axes pass "
+        "unit_axes= instead (a rule (path, leaf) -> axes, or a pytree of axes per leaf)"
+        if source == "axis"
+        else "fix the unit_axes entry for this leaf"
+    )
     as_tuple = _as_axes_tuple(axes)
     if as_tuple is None:
         raise TypeError(
-            f"unit_axes for leaf {path!r} must be an int or a tuple of ints, got {axes!r}. "
+            f"{given} for leaf {path!r}: axes must be an int or a tuple of ints. "
             f"If this came through optax.inject_hyperparams: {INJECT_HINT}"
         )
     normalized = []
     for axis in as_tuple:
         if not -ndim <= axis < ndim:
             raise ValueError(
-                f"unit_axes {tuple(as_tuple)} is out of range for leaf {path!r} of rank {ndim}. "
-                f"Axes must lie in [-{ndim}, {ndim}); fix the unit_axes entry for this leaf."
+                f"{given}, out of range for leaf {path!r} of rank {ndim} (axes lie in "
+                f"[-{ndim}, {ndim})); {fix}."
             )
         normalized.append(int(axis) % ndim if ndim else int(axis))
     if len(set(normalized)) != len(normalized):
-        raise ValueError(f"unit_axes {tuple(as_tuple)} repeats an axis for leaf {path!r}.")
+        raise ValueError(f"{given}, which repeats an axis for leaf {path!r}; {fix}.")
     return tuple(sorted(normalized))
+
+
+def check_leaf_rule(rule: Callable[..., Any], argument: str) -> None:
+    """Raises a TypeError unless ``rule`` can be called as ``rule(path, leaf)``.
+
+    Args:
+        rule: a callable passed as ``unit_axes``, ``exclude`` or ``axis_name``.
+        argument: that argument's name, for the message.
+
+    Raises:
+        TypeError: ``rule``'s signature does not take two positional arguments.
+    """
+    try:
+        signature = inspect.signature(rule)
+    except (TypeError, ValueError):  # Some builtins have no signature; call them as they are.
+        return
+    try:
+        signature.bind("path", None)
+    except TypeError:
+        raise TypeError(
+            f"{argument}={rule!r} must be callable as ({argument} rule)(path, leaf), but its "
+            f"signature is {signature}. If it is meant for optax.inject_hyperparams, it is not "
+            f"a schedule: {INJECT_HINT}"
+        ) from None
 
 
 def _is_axes_leaf(x: Any) -> bool:
     return _as_axes_tuple(x) is not None
 
 
+def _spec_rule(spec: UnitAxesSpec, paths: Sequence[str]) -> UnitAxesFn:
+    """The ``(path, leaf) -> axes`` rule that a ``unit_axes`` argument stands for."""
+    if spec is None:
+        return default_unit_axes
+    if isinstance(spec, str):
+        if spec != OUTPUT_FIRST:
+            raise ValueError(
+                f"unit_axes={spec!r} is not a known layout; the only string accepted is "
+                f"{OUTPUT_FIRST!r} (PyTorch/Equinox layout). Pass a callable or a pytree "
+                "of axes for anything else."
+            )
+        return output_first_unit_axes
+    if callable(spec):
+        check_leaf_rule(spec, "unit_axes")
+        return spec
+    if isinstance(spec, jax.Array | float) or hasattr(spec, "dtype"):
+        raise TypeError(f"unit_axes is an array ({spec!r}), not axes. {INJECT_HINT}")
+    if _is_axes_leaf(spec) and list(paths) != [""]:
+        raise TypeError(
+            f"unit_axes={spec!r} is one set of axes, but unit_axes gives each leaf its own: "
+            "a rule (path, leaf) -> axes, or a pytree of axes shaped like the params. To "
+            f"reduce the same axes of every leaf, pass axis={spec!r} (as in optax)."
+        )
+    spec_paths, spec_leaves, _ = _paths.flatten_with_path_strings(spec, is_leaf=_is_axes_leaf)
+    table = dict(zip(spec_paths, spec_leaves, strict=True))
+    missing = [p for p in paths if p not in table]
+    if missing:
+        raise ValueError(
+            f"unit_axes pytree has no entry for leaves {_paths.describe_paths(missing)}; "
+            f"its entries are {_paths.describe_paths(spec_paths)}. Give every parameter "
+            "a tuple of axes (or pass a callable that falls back to default_unit_axes)."
+        )
+    return lambda path, x: table[path]
+
+
 def resolve_unit_axes(
-    spec: UnitAxesSpec, paths: Sequence[str], leaves: Sequence[Any]
+    spec: UnitAxesSpec, paths: Sequence[str], leaves: Sequence[Any], axis: Any = None
 ) -> list[Axes]:
-    """Turns any accepted ``unit_axes`` argument into validated axes per leaf.
+    """Turns any accepted ``unit_axes`` (or optax's ``axis``) into validated axes per leaf.
 
     Args:
         spec: None (the default rule), ``"output_first"``, a callable
@@ -205,38 +235,20 @@ def resolve_unit_axes(
             a tuple of axes per leaf.
         paths: the leaves' path strings.
         leaves: the param leaves (arrays or shape-dtype structs).
+        axis: optax's ``axis``: one int or tuple of axes for every leaf, used
+            instead of ``spec`` (which must then be None).
 
     Returns:
         One ascending axes tuple per leaf.
 
     Raises:
-        TypeError: the spec is of no accepted kind.
-        ValueError: a string other than ``"output_first"``, or a pytree
-            missing a leaf's path, or axes out of range.
+        TypeError: the spec is of no accepted kind (one tuple of axes, an
+            array, a callable that does not take ``(path, leaf)``).
+        ValueError: a string other than ``"output_first"``, a pytree missing
+            a leaf's path, or axes out of range.
     """
-    if spec is None:
-        rule: UnitAxesFn = default_unit_axes
-    elif isinstance(spec, str):
-        if spec != OUTPUT_FIRST:
-            raise ValueError(
-                f"unit_axes={spec!r} is not a known layout; the only string accepted is "
-                f"{OUTPUT_FIRST!r} (PyTorch/Equinox layout). Pass a callable or a pytree "
-                "of axes for anything else."
-            )
-        rule = output_first_unit_axes
-    elif callable(spec):
-        rule = spec
-    elif isinstance(spec, jax.Array | float) or hasattr(spec, "dtype"):
-        raise TypeError(f"unit_axes is an array ({spec!r}), not axes. {INJECT_HINT}")
-    else:
-        spec_paths, spec_leaves, _ = _paths.flatten_with_path_strings(spec, is_leaf=_is_axes_leaf)
-        table = dict(zip(spec_paths, spec_leaves, strict=True))
-        missing = [p for p in paths if p not in table]
-        if missing:
-            raise ValueError(
-                f"unit_axes pytree has no entry for leaves {_paths.describe_paths(missing)}; "
-                f"its entries are {_paths.describe_paths(spec_paths)}. Give every parameter "
-                "a tuple of axes (or pass a callable that falls back to default_unit_axes)."
-            )
-        rule = lambda path, x: table[path]  # noqa: E731
-    return [normalize_axes(rule(p, x), leaf_ndim(x), p) for p, x in zip(paths, leaves, strict=True)]
+    pairs = list(zip(paths, leaves, strict=True))
+    if axis is not None:
+        return [normalize_axes(axis, leaf_ndim(x), p, "axis") for p, x in pairs]
+    rule = _spec_rule(spec, paths)
+    return [normalize_axes(rule(p, x), leaf_ndim(x), p) for p, x in pairs]

@@ -123,6 +123,38 @@ def test_unitwise_norm_matches_numpy_and_keeps_dims():
     assert unitwise_norm(x, -1).shape == (3, 3, 4, 1)
 
 
+@pytest.mark.parametrize(
+    ("shape", "axes"),
+    [((7,), (0,)), ((5, 3), (0,)), ((3, 3, 2, 4), (0, 1, 2)), ((2, 2, 2, 3, 4), (0, 1, 2, 3))],
+)
+def test_unitwise_norm_takes_optax_calls_and_agrees_where_the_rules_do(shape, axes):
+    x = np.random.default_rng(len(shape)).normal(size=shape).astype(np.float32)
+    want = np.sqrt((x.astype(np.float64) ** 2).sum(axis=axes, keepdims=True))
+    np.testing.assert_allclose(unitwise_norm(x), want, rtol=1e-6)
+    np.testing.assert_allclose(unitwise_norm(x, axis=axes), want, rtol=1e-6)
+    theirs = optax.transforms.unitwise_norm(x)
+    np.testing.assert_allclose(jnp.broadcast_to(unitwise_norm(x), x.shape), theirs, rtol=1e-6)
+
+
+def test_unitwise_norm_differs_from_optax_where_its_docstring_says():
+    rng = np.random.default_rng(0)
+    conv1d = rng.normal(size=(5, 12, 16)).astype(np.float32)  # optax: axis 0 only
+    np.testing.assert_allclose(
+        unitwise_norm(conv1d),
+        np.sqrt((conv1d.astype(np.float64) ** 2).sum(axis=(0, 1), keepdims=True)),
+        rtol=1e-6)
+    single_input = rng.normal(size=(1, 6)).astype(np.float32)  # optax: one vector
+    np.testing.assert_allclose(unitwise_norm(single_input), np.abs(single_input), rtol=1e-6)
+    assert unitwise_norm(np.ones((2,) * 6)).shape == (1,) * 5 + (2,)  # optax: raises
+    with pytest.raises(TypeError, match="axes= or optax's axis="):
+        unitwise_norm(conv1d, 0, axis=0)
+
+
+def test_unitwise_norm_has_a_finite_gradient_at_zero():
+    grad = jax.grad(lambda x: unitwise_norm(x, 0).sum())(jnp.zeros((4, 3)))
+    np.testing.assert_array_equal(np.asarray(grad), 0.0)
+
+
 def test_chained_with_sgd_applies_clipped_step():
     param, grad = mixed_scale_pair((16, 8), (0,), seed=9)
     transform = optax.chain(agc(0.02), optax.sgd(0.5))

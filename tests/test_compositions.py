@@ -11,7 +11,7 @@ from conftest import mixed_scale_pair
 from flax import nnx
 from reference import reference_agc
 
-from agc_optax import agc, nnx_unit_axes, with_agc
+from agc_optax import agc, default_unit_axes, nnx_unit_axes, with_agc
 
 
 @pytest.fixture
@@ -179,3 +179,41 @@ def test_nnx_optimizer_trains_with_agc_stats_and_exclusion():
     # The head is excluded: it moves by the plain SGD step, larger than λ·‖W‖ allows.
     step = np.linalg.norm(np.asarray(model.head.kernel[...]) - head_before, axis=0)
     assert np.any(step > 0.01 * np.linalg.norm(head_before, axis=0) * 5)
+
+
+def test_clipping_schedule_crossing_zero_never_flips_the_gradient(tree):
+    """A traced λ ≤ 0 allows no gradient: the update is zero, never an ascent step."""
+    params, grads = tree
+    schedule = optax.linear_schedule(0.02, -0.02, transition_steps=4)  # 0.02, 0.01, 0, -0.01
+    transform = optax.inject_hyperparams(agc)(clipping=schedule)
+    state = transform.init(params)
+    step = jax.jit(transform.update)
+    for clipping in (0.02, 0.01, 0.0, -0.01):
+        updates, state = step(grads, state, params)
+        if clipping > 0:
+            assert_tree_close(updates, reference_tree(grads, params, clipping))
+        else:
+            for leaf in jax.tree.leaves(updates):
+                np.testing.assert_array_equal(np.asarray(leaf), 0.0)
+    negative = agc(jnp.asarray(-0.01)).update(grads, None, params)[0]
+    for leaf in jax.tree.leaves(negative):
+        np.testing.assert_array_equal(np.asarray(leaf), 0.0)
+
+
+def test_default_unit_axes_through_inject_hyperparams(tree):
+    params, grads = tree
+    transform = optax.inject_hyperparams(agc, static_args=("unit_axes",))(
+        clipping=0.02, unit_axes=default_unit_axes)
+    updates, _ = jax.jit(transform.update)(grads, transform.init(params), params)
+    assert_tree_close(updates, reference_tree(grads, params, 0.02))
+    unmarked = optax.inject_hyperparams(agc)(clipping=0.02, unit_axes=default_unit_axes)
+    with pytest.raises(TypeError, match=r"default_unit_axes was called with one argument.*"
+                                        r"static_args"):
+        unmarked.init(params)
+
+
+def test_a_one_argument_rule_gets_the_static_args_hint(tree):
+    params, _ = tree
+    for argument in ("unit_axes", "exclude", "axis_name"):
+        with pytest.raises(TypeError, match=rf"{argument}=.*\(path, leaf\).*static_args"):
+            agc(0.01, **{argument: lambda path: None}).init(params)

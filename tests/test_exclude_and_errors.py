@@ -118,7 +118,7 @@ def test_missing_params_says_how_to_pass_them():
 
 def test_axes_out_of_range_names_the_leaf():
     with pytest.raises(ValueError, match=r"out of range for leaf 'head/bias' of rank 1"):
-        agc(0.01, axis=(0, 1)).init(PARAMS)
+        agc(0.01, unit_axes=lambda path, x: (0, 1)).init(PARAMS)
     with pytest.raises(ValueError, match="repeats an axis"):
         agc(0.01, unit_axes=lambda path, x: (0, -x.ndim)).init(PARAMS)
     with pytest.raises(TypeError, match="must be an int or a tuple of ints"):
@@ -163,3 +163,69 @@ def test_track_stats_needs_a_state_error_free_path():
     state = transform.init(PARAMS)
     _, new_state = transform.update(GRADS, state, PARAMS)
     assert set(new_state.leaf_clip_fraction) == set(state.leaf_clip_fraction)
+
+
+@pytest.mark.parametrize("bad", ["0.01", True, None, jnp.ones(2), jnp.asarray("x" == "x")])
+def test_clipping_of_the_wrong_type_is_a_type_error(bad):
+    with pytest.raises(TypeError, match="clipping"):
+        agc(bad)
+    with pytest.raises(TypeError, match="eps"):
+        agc(0.01, bad)
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, None])
+def test_track_stats_must_be_a_bool(bad):
+    with pytest.raises(TypeError, match="track_stats must be True or False"):
+        agc(0.01, track_stats=bad)
+
+
+@pytest.mark.parametrize(
+    "exclude",
+    [".", ["head", "body"], lambda path, leaf: True,
+     {"body": {"layers": [{"kernel": True}, {"kernel": True}]},
+      "head": {"kernel": True, "bias": True}}],
+    ids=["pattern", "patterns", "callable", "mask"],
+)
+def test_exclude_that_leaves_nothing_to_clip(exclude):
+    with pytest.raises(ValueError, match=r"excludes every leaf.*'\^head/'"):
+        agc(0.01, exclude=exclude).init(PARAMS)
+
+
+@pytest.mark.parametrize("axes", [(0, 1, 2), 0, [0, 1]])
+def test_one_tuple_as_unit_axes_suggests_axis(axes):
+    with pytest.raises(TypeError, match=re.escape(f"pass axis={axes!r}")):
+        agc(0.01, unit_axes=axes).init(PARAMS)
+
+
+def test_axis_out_of_range_speaks_of_axis():
+    with pytest.raises(ValueError, match=r"axis=5, out of range for leaf '.*' of rank 2.*"
+                                         r"pass unit_axes="):
+        agc(0.01, axis=5).init(PARAMS)
+
+
+def test_axis_with_unit_axes_is_refused():
+    with pytest.raises(ValueError, match=r"either unit_axes .* or optax's axis="):
+        agc(0.01, 1e-3, 0, unit_axes={"w": (0,)})
+    with pytest.raises(ValueError, match="not both"):
+        agc(0.01, axis=(0,), unit_axes="output_first")
+
+
+@pytest.mark.parametrize("argument", ["exclude", "unit_axes"])
+def test_array_valued_structural_arguments_get_the_static_args_hint(argument):
+    with pytest.raises(TypeError, match=rf"{argument} is an array.*static_args"):
+        agc(0.01, **{argument: jnp.asarray([0])}).init(PARAMS)
+
+
+def test_duplicate_path_strings_are_refused():
+    params = {"a/b": jnp.ones(2), "a": {"b": jnp.ones(2)}}
+    with pytest.raises(ValueError, match=r"share the path string 'a/b'"):
+        agc(0.01).init(params)
+    with pytest.raises(ValueError, match=r"share the path string 'a/b'"):
+        agc(0.01).update(params, None, params)
+
+
+def test_shape_mismatch_of_an_excluded_leaf_is_an_error():
+    grads = jax.tree.map(lambda x: x, GRADS)
+    grads["head"]["kernel"] = jnp.ones((2, 3))
+    with pytest.raises(ValueError, match=r"'head/kernel' has gradient shape \(2, 3\)"):
+        agc(0.01, exclude="^head/kernel$").update(grads, None, PARAMS)

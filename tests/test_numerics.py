@@ -92,12 +92,35 @@ def test_apply_if_finite_still_skips_a_non_finite_step():
     assert int(state.notfinite_count) == 1
 
 
-def test_finite_gradients_never_become_non_finite():
-    # Sums of squares overflow float32 here; the unit is scaled to zero, not NaN.
-    grad = jnp.full((8, 2), 3e19, jnp.float32)
-    param = jnp.ones((8, 2))
-    got = np.asarray(clip([grad], [param])[0])
-    assert np.isfinite(got).all()
+@pytest.mark.parametrize("peak", [3e19, 1e37], ids=["sum_overflows", "near_float32_max"])
+def test_float32_sum_of_squares_overflow_keeps_the_direction(peak):
+    """A unit whose float32 sum of squares is inf is rescaled to the threshold, not zeroed."""
+    param, grad = mixed_scale_pair((16, 6), (0,), seed=3)
+    grad = grad.copy()
+    grad[:, 1] = np.random.default_rng(1).normal(size=16) * peak  # overflows alone
+    grad[:, 4] = peak  # every element equal and huge
+    with np.errstate(over="ignore"):
+        assert np.isinf(np.sum(np.square(grad), axis=0, dtype=np.float32)[[1, 4]]).all()
+    got = np.asarray(clip([grad], [param], 0.01)[0])
+    want, clipped = reference_agc(grad, param, (0,), 0.01)
+    assert clipped[[1, 4]].all() and not clipped.all()
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=0)
+
+
+def test_overflow_rescue_costs_nothing_when_nothing_overflows():
+    """The second pass over the gradients lives only in the cond's overflow branch."""
+    params = {"w": jnp.ones((4, 3)), "b": jnp.ones(3)}
+    jaxpr = jax.make_jaxpr(agc(0.01).update)(params, optax.EmptyState(), params).jaxpr
+    top = [eqn.primitive.name for eqn in jaxpr.eqns]
+    assert top.count("reduce_sum") == 4  # ‖g‖² and ‖p‖² per leaf, nothing more
+    assert "reduce_max" not in top
+    (cond,) = [eqn for eqn in jaxpr.eqns if eqn.primitive.name == "cond"]
+    keep, rescue = (branch.jaxpr.eqns for branch in cond.params["branches"])
+    assert not [e for e in keep if e.primitive.name.startswith("reduce")]
+    assert [e.primitive.name for e in rescue].count("reduce_max") == 2
+
+
+def test_tiny_gradients_and_zero_params_stay_finite():
     tiny = jnp.full((8, 2), 1e-30, jnp.float32)
     assert np.isfinite(np.asarray(clip([tiny], [jnp.zeros((8, 2))])[0])).all()
 

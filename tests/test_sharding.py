@@ -30,7 +30,7 @@ def run_checks_on_8_devices(module: str) -> None:
     ).strip()
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO), str(HELPERS), *filter(None, [env.get("PYTHONPATH")])]
+        [str(REPO), str(REPO / "tests"), str(HELPERS), *filter(None, [env.get("PYTHONPATH")])]
     )
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
     command += ["-o", "addopts=-ra", str(HELPERS / module)]

@@ -64,12 +64,14 @@ def test_without_statistics_the_state_is_empty():
 
 def test_statistics_add_no_work_when_off():
     params, grads = make_tree()
-    plain = jax.jit(agc(0.01).update).lower(grads, optax.EmptyState(), params).as_text()
-    tracked = agc(0.01, track_stats=True)
-    with_stats = jax.jit(tracked.update).lower(grads, tracked.init(params), params).as_text()
+
+    def top_level_sums(transform):
+        jaxpr = jax.make_jaxpr(transform.update)(grads, transform.init(params), params).jaxpr
+        return [eqn.primitive.name for eqn in jaxpr.eqns].count("reduce_sum")
+
     # Two reductions per leaf (‖g‖² and ‖p‖²), and nothing else, when statistics are off.
-    assert plain.count("stablehlo.reduce(") == 2 * len(SHAPES)
-    assert with_stats.count("stablehlo.reduce(") > plain.count("stablehlo.reduce(")
+    assert top_level_sums(agc(0.01)) == 2 * len(SHAPES)
+    assert top_level_sums(agc(0.01, track_stats=True)) > 2 * len(SHAPES)
 
 
 @pytest.mark.parametrize(

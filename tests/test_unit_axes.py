@@ -173,3 +173,82 @@ def test_every_rule_accepts_raw_key_paths(pure):
         if path in EXPECTED_NNX_AXES:
             assert rules[2](key_path, leaf) == EXPECTED_NNX_AXES[path]
     assert {path_to_str(k) for k, _ in keyed} >= set(EXPECTED_NNX_AXES)
+
+
+def stacked(make, layers=3, out_axes=0):
+    """``layers`` copies of ``make(rngs)`` stacked by nnx.vmap, as scan-over-layers does."""
+
+    @nnx.split_rngs(splits=layers)
+    @nnx.vmap(in_axes=(0,), out_axes=out_axes)
+    def create(rngs):
+        return make(rngs)
+
+    return create(nnx.Rngs(0))
+
+
+class Block(nnx.Module):
+    def __init__(self, rngs):
+        self.attention = nnx.MultiHeadAttention(num_heads=2, in_features=8, qkv_features=8,
+                                                decode=False, rngs=rngs)
+        self.norm = nnx.LayerNorm(8, rngs=rngs)
+        self.mlp = nnx.Linear(8, 6, rngs=rngs)
+
+
+def test_nnx_unit_axes_keeps_stacked_layer_axes_as_units():
+    model = stacked(Block, layers=3)
+    rule = nnx_unit_axes(model)
+    flat = {"/".join(map(str, k)): v for k, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    expected = {  # one leading layer axis; written from each layer's definition
+        "attention/query/kernel": ((3, 8, 2, 4), (1,)),
+        "attention/query/bias": ((3, 2, 4), (1, 2)),
+        "attention/out/kernel": ((3, 2, 4, 8), (1, 2)),
+        "attention/out/bias": ((3, 8), (1,)),
+        "norm/scale": ((3, 8), (1,)),
+        "norm/bias": ((3, 8), (1,)),
+        "mlp/kernel": ((3, 8, 6), (1,)),
+        "mlp/bias": ((3, 6), (1,)),
+    }
+    for path, (shape, axes) in expected.items():
+        assert flat[path].shape == shape, path
+        assert rule(path, flat[path]) == axes, path
+    params = nnx.as_pure(nnx.state(model, nnx.Param))
+    param, grad = mixed_scale_pair((3, 8, 6), (1,), seed=5)
+    params["mlp"]["kernel"] = jnp.asarray(param)
+    grads = jax.tree.map(jnp.zeros_like, params)
+    grads["mlp"]["kernel"] = jnp.asarray(grad)
+    got = agc(0.01, unit_axes=rule).update(grads, None, params)[0]["mlp"]["kernel"]
+    np.testing.assert_allclose(got, reference_agc(grad, param, (1,), 0.01)[0], rtol=2e-6)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: stacked(lambda rngs: nnx.Linear(4, 4, rngs=rngs), layers=4),  # (4, 4, 4)
+        lambda: stacked(lambda rngs: nnx.Linear(4, 5, rngs=rngs), out_axes=1),  # (4, 3, 5)
+    ],
+    ids=["ambiguous_sizes", "stacked_in_the_middle"],
+)
+def test_nnx_unit_axes_refuses_stacking_it_cannot_place(make):
+    with pytest.raises(ValueError, match=r"'kernel'.*infer_unit_axes"):
+        nnx_unit_axes(make())
+
+
+class Gained(nnx.Module):
+    def __init__(self, rngs):
+        self.linear = nnx.Linear(4, 5, rngs=rngs)
+        self.gain = nnx.Param(jnp.ones((5,)))
+
+
+def test_nnx_unit_axes_refuses_stacked_parameters_it_has_no_rule_for():
+    with pytest.raises(ValueError, match=r"no rule for parameters \['gain'\].*infer_unit_axes"):
+        nnx_unit_axes(stacked(Gained))
+    assert nnx_unit_axes(Gained(nnx.Rngs(0)))("gain", jnp.ones(5)) == (0,)  # unstacked: fine
+
+
+def test_nnx_unit_axes_rejects_a_linen_module():
+    from flax import linen
+
+    with pytest.raises(TypeError, match=r"flax.nnx.Module.*Dense.*infer_unit_axes"):
+        nnx_unit_axes(linen.Dense(4))
+    with pytest.raises(TypeError, match="dict"):
+        nnx_unit_axes({"kernel": jnp.ones((2, 2))})

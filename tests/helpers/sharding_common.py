@@ -85,19 +85,6 @@ def kernel_and_grad(
     return param, grad.astype(np.float32)
 
 
-def agc_float64(
-    grad: np.ndarray, param: np.ndarray, fan_in: Sequence[int], clipping: float = CLIPPING
-) -> tuple[np.ndarray, np.ndarray]:
-    """AGC in float64 NumPy (Brock et al. 2021, section 4.1): clipped grad and clip mask."""
-    axes = tuple(fan_in)
-    g, p = grad.astype(np.float64), param.astype(np.float64)
-    grad_norm = np.sqrt(np.sum(g * g, axis=axes, keepdims=True))
-    max_norm = clipping * np.maximum(np.sqrt(np.sum(p * p, axis=axes, keepdims=True)), EPS)
-    clipped = grad_norm > max_norm
-    scale = np.where(clipped, max_norm / np.where(clipped, grad_norm, 1.0), 1.0)
-    return g * scale, clipped
-
-
 def assert_close_relative(
     actual: np.ndarray, expected: np.ndarray, rtol: float, *, floor_at_max: bool = False
 ) -> None:
@@ -117,17 +104,29 @@ def local_units(fan_in: Sequence[int], shard_shape: Sequence[int]) -> int:
     return math.prod(n for i, n in enumerate(shard_shape) if i not in fan_in)
 
 
+def is_overflow_flag(op: hlo_collectives.Collective) -> bool:
+    """An all-reduce of agc's one-byte "did a sum of squares overflow" predicates only."""
+    return op.kind == "all-reduce" and all(
+        s.dtype == "pred" and s.size == 1 for s in op.operands
+    )
+
+
 def assert_only_norm_reductions(
     hlo_text: str, max_norm_size: int, *, expect_reduction: bool | None = None
 ) -> list[hlo_collectives.Collective]:
     """Asserts the only collectives are all-reduces of arrays no bigger than a norm array.
 
+    Besides the norms, agc all-reduces scalar predicates, whether any sum of
+    squares overflowed (they pick the branch that rescales such units), when
+    units are split across devices.
+
     Args:
         hlo_text: compiled HLO.
         max_norm_size: the most elements a per-unit norm array (or a scalar
             statistic) has on one device.
-        expect_reduction: if True, at least one all-reduce must exist (fan-in
-            split across devices); if False, none may (nothing to combine).
+        expect_reduction: if True, at least one all-reduce of norms must exist
+            (fan-in split across devices); if False, none may (nothing to
+            combine; the overflow predicate is allowed).
 
     Returns:
         The collectives found.
@@ -140,8 +139,9 @@ def assert_only_norm_reductions(
     assert not too_big, f"all-reduce of arrays above {max_norm_size} elements:\n{listing}"
     unknown = [op for op in ops if not op.operands]
     assert not unknown, f"could not read the operand shapes of:\n{listing}"
+    norms = [op for op in ops if not is_overflow_flag(op)]
     if expect_reduction is True:
-        assert ops, "the fan-in is split across devices, yet no all-reduce combines the norms"
+        assert norms, "the fan-in is split across devices, yet no all-reduce combines the norms"
     if expect_reduction is False:
-        assert not ops, f"units are whole on every device, yet there are collectives:\n{listing}"
+        assert not norms, f"units are whole on every device, yet norms are reduced:\n{listing}"
     return ops
