@@ -35,7 +35,8 @@ TINY = dataclasses.replace(configs.get_config("smoke"), train_examples=1024, tes
                            batch_size=64, eval_batch_size=250, steps=24, log_every_steps=4,
                            lr=1.6)
 
-pytestmark = pytest.mark.skipif(datasets.locate("fashion_mnist") is None,
+# Only the tests that read the data; the others run everywhere.
+needs_data = pytest.mark.skipif(datasets.locate("fashion_mnist") is None,
                                 reason="Fashion-MNIST is not installed")
 
 
@@ -54,6 +55,7 @@ def saved_params(workdir: pathlib.Path, step: int, part: str = "params") -> list
     return [np.asarray(x) for x in jax.tree.leaves(restored[part])]
 
 
+@needs_data
 @pytest.mark.slow
 def test_smoke_training_lowers_the_loss_and_writes_every_file(tmp_path):
     config = dataclasses.replace(TINY, steps=48)
@@ -76,6 +78,7 @@ def test_smoke_training_lowers_the_loss_and_writes_every_file(tmp_path):
     assert summary["config"]["batch_size"] == 64
 
 
+@needs_data
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["nf_resnet_nano", "bn_resnet_nano"])
 def test_resume_after_ctrl_c_ends_with_the_uninterrupted_parameters(tmp_path, monkeypatch,
@@ -116,6 +119,7 @@ def test_resume_after_ctrl_c_ends_with_the_uninterrupted_parameters(tmp_path, mo
 @pytest.mark.parametrize("flags", [["--clipping", "0"],
                                    ["--clipping", "0", "--clip-global-norm", "1.0"],
                                    ["--clip-global-norm", "0.5"]])
+@needs_data
 def test_agc_off_and_the_global_norm_baseline_run_from_the_command_line(tmp_path, flags):
     argv = ["--preset", "smoke", "--steps", "4", "--train-examples", "512",
             "--log-every-steps", "2", "--workdir", str(tmp_path), *flags]
@@ -130,6 +134,7 @@ def test_agc_off_and_the_global_norm_baseline_run_from_the_command_line(tmp_path
                                                      else float(flags[-1]))
 
 
+@needs_data
 @pytest.mark.slow
 def test_microbatches_give_the_full_batch_step(tmp_path):
     config = dataclasses.replace(TINY, steps=3, log_every_steps=1)
@@ -150,6 +155,7 @@ def test_microbatches_give_the_full_batch_step(tmp_path):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
 
 
+@needs_data
 def test_the_host_loop_over_microbatches_computes_the_whole_batch_step():
     config = dataclasses.replace(TINY, microbatch_size=16)
     data = trainer.load_data(config)
@@ -178,12 +184,14 @@ def test_a_microbatch_size_that_does_not_divide_the_batch_is_refused(microbatch_
         steps.num_microbatches(config)
 
 
+@needs_data
 def test_a_non_finite_loss_stops_the_run_cleanly(tmp_path):
     config = dataclasses.replace(TINY, lr=1e30, clipping=0.0, steps=8, log_every_steps=1)
     summary = train.train_and_evaluate(config, tmp_path)
     assert summary["diverged"] and summary["steps"] < 8
 
 
+@needs_data
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["nf_resnet_nano", "bn_resnet_nano"])
 @pytest.mark.parametrize("microbatches", [[], ["--microbatch-size", "64"]],
