@@ -202,12 +202,23 @@ def test_without_files_or_network_the_error_names_every_option(tmp_path, monkeyp
                        sha_override="0" * 64)
     monkeypatch.setenv(datasets.ENV_VAR, str(tmp_path / "env"))
     with pytest.raises(datasets.DatasetNotFoundError) as error:
-        datasets.load("fashion_mnist", str(tmp_path / "flag"))
+        datasets.load("fashion_mnist")
     message = str(error.value)
-    for option in ("--data-dir", datasets.ENV_VAR, str(tmp_path / "flag"), str(tmp_path / "env"),
+    for option in ("--data-dir", datasets.ENV_VAR, str(tmp_path / "env"),
                    str(no_default_locations / "fashion_mnist"), "dataset-fashion-mnist",
                    "missing/train-images-idx3-ubyte.gz"):
         assert option in message
+
+
+def test_a_data_dir_without_the_files_is_an_error_not_a_fall_back(tmp_path, monkeypatch,
+                                                                   no_default_locations):
+    write_idx_dataset(tmp_path / "env" / "mnist")
+    monkeypatch.setenv(datasets.ENV_VAR, str(tmp_path / "env"))
+    (tmp_path / "flag").mkdir()
+    with pytest.raises(datasets.DatasetNotFoundError,
+                       match=f"--data-dir {tmp_path / 'flag'} does not hold the mnist files"):
+        datasets.load("mnist", str(tmp_path / "flag"))
+    assert datasets.load("mnist").train_images.shape == (12, 28, 28, 1)
 
 
 def test_official_sources_are_pinned():

@@ -5,6 +5,8 @@ from typing import Any
 
 import orbax.checkpoint as ocp
 
+from examples.common.errors import UserError
+
 
 class Checkpointer:
     """Saves and restores ``(train_state, data_iterator_state)`` pairs by step.
@@ -12,22 +14,45 @@ class Checkpointer:
     Args:
       directory: where checkpoints go (``<workdir>/checkpoints``).
       max_to_keep: how many recent checkpoints to keep.
+      read_only: only restore (no saves, no clean-up); for reading a run's directory while
+        its trainer may still write to it.
+
+    A writing checkpointer deletes the temporary directories of writes that never finished
+    (a process killed mid-save), so the newest complete checkpoint is the one restored.
     """
 
-    def __init__(self, directory: pathlib.Path, max_to_keep: int = 2):
-        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
-        self._manager = ocp.CheckpointManager(directory.absolute(), options=options)
+    def __init__(self, directory: pathlib.Path, max_to_keep: int = 2, read_only: bool = False):
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
+            cleanup_tmp_directories=not read_only)
+        self.directory = directory.absolute()
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
         """Returns the step of the newest checkpoint, or ``None``."""
         return self._manager.latest_step()
 
     def save(self, step: int, state: Any, data_state: dict[str, Any]) -> None:
-        """Saves asynchronously; :meth:`wait` or :meth:`close` before exiting."""
+        """Saves and waits until the checkpoint is complete on disk.
+
+        Orbax writes into a temporary directory that it renames when complete, so a
+        process killed mid-write leaves no checkpoint that :meth:`latest_step` would pick.
+        Waiting here (a checkpoint an epoch costs little) makes a failed write an error
+        of this step rather than of the next save.
+
+        Raises:
+          UserError: the checkpoint could not be written (disk full, no permission).
+        """
         if step in self._manager.all_steps():
             return
-        self._manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)))
+        try:
+            self._manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)))
+            self._manager.wait_until_finished()
+        except OSError as e:
+            raise UserError(f"Could not write the step-{step} checkpoint to {self.directory} "
+                            f"({e.strerror or e}); free space or fix permissions, then rerun "
+                            "with --resume.") from e
 
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
         """Restores the state saved at ``step``.

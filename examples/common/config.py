@@ -15,7 +15,8 @@ class LoopConfig:
 
     Attributes:
       dataset: the dataset to train and evaluate on.
-      data_dir: directory searched first for the dataset's files.
+      data_dir: the directory holding the dataset's files (``None``: ``$AGC_OPTAX_DATA``,
+        the cache, the system's copy, else a download).
       train_examples: use only the first this many training examples (``None``: all).
       test_examples: evaluate on only the first this many test examples (``None``: all).
       model: the model variant, one of the family's.

@@ -1,10 +1,11 @@
 """Finding, downloading and reading the image-classification datasets of the example.
 
 Fashion-MNIST and MNIST are read from IDX files (gzip-compressed or not), CIFAR-10 from
-its python pickle batches. :func:`load` looks for the files, in order, in ``data_dir``,
-``$AGC_OPTAX_DATA``, ``~/.cache/agc_optax/<dataset>`` and, for Fashion-MNIST, Debian's
-``/usr/share/datasets/fashion-mnist``; failing that it downloads them from the dataset's
-official location into the cache, checking their SHA-256.
+its python pickle batches. :func:`load` reads them from ``data_dir`` when one is given (and
+only there: a wrong ``--data-dir`` is an error, not a silent fall-back); otherwise it looks,
+in order, in ``$AGC_OPTAX_DATA``, ``~/.cache/agc_optax/<dataset>`` and, for Fashion-MNIST,
+Debian's ``/usr/share/datasets/fashion-mnist``, and failing that downloads them from the
+dataset's official location into the cache, checking their SHA-256.
 """
 
 import dataclasses
@@ -208,9 +209,13 @@ def _find_file(directory: pathlib.Path, name: str, fmt: str) -> pathlib.Path | N
 
 
 def locate(dataset: str, data_dir: str | None = None) -> dict[str, pathlib.Path] | None:
-    """Returns the paths of the dataset's files in the first directory holding all of them."""
+    """Returns the paths of the dataset's files in the first directory holding all of them.
+
+    A given ``data_dir`` is the only directory searched.
+    """
     source = SOURCES[dataset]
-    for directory in candidate_dirs(dataset, data_dir):
+    directories = [pathlib.Path(data_dir).expanduser()] if data_dir else candidate_dirs(dataset)
+    for directory in directories:
         paths = {name: _find_file(directory, name, source.format) for name in source.files}
         if all(paths.values()):
             return paths  # type: ignore[return-value]
@@ -285,19 +290,24 @@ def load(dataset: str, data_dir: str | None = None) -> ImageDataset:
 
     Args:
       dataset: ``"fashion_mnist"``, ``"mnist"`` or ``"cifar10"``.
-      data_dir: a directory searched first.
+      data_dir: the directory holding the files (``None``: search the usual places).
 
     Returns:
       The train and test images (uint8 NHWC) and labels (int32).
 
     Raises:
-      DatasetNotFoundError: no copy found and the download failed; the message names every
-        option.
+      DatasetNotFoundError: ``data_dir`` lacks the files, or no copy was found and the
+        download failed; the message names every option.
       DataFileError: a file is truncated or corrupt; the message names it.
     """
     if dataset not in SOURCES:
         raise ValueError(f"Unknown dataset {dataset!r}; choose from {sorted(SOURCES)}.")
     paths = locate(dataset, data_dir)
+    if paths is None and data_dir:
+        raise DatasetNotFoundError(
+            f"--data-dir {data_dir} does not hold the {dataset} files "
+            f"{list(SOURCES[dataset].files)} (IDX files may end in .gz); point it at the folder "
+            "holding them, or leave it out to search the usual places.")
     if paths is None:
         logging.info("Dataset %s not found locally; downloading it.", dataset)
         try:

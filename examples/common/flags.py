@@ -24,6 +24,7 @@ class Options(typing.NamedTuple):
     preset: str
     workdir: pathlib.Path
     resume: bool
+    overwrite: bool
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -46,6 +47,14 @@ def field_docs(cls: type) -> dict[str, str]:
             elif name and line.strip():
                 docs[name] += " " + line.strip()
     return docs
+
+
+class ShortErrorParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are two lines, not the usage of every flag."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        """Prints ``prog: error: message`` and where the flags are listed; exits with 2."""
+        self.exit(2, f"{self.prog}: error: {message}\n(see {self.prog} --help)\n")
 
 
 def _parse_optional(base: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -88,15 +97,20 @@ def build_parser(config: Any, *, prog: str, description: str,
     Returns:
       The parser; :func:`parse` turns its result into a config.
     """
-    parser = argparse.ArgumentParser(prog=prog, description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ShortErrorParser(prog=prog, description=description,
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--preset", choices=presets, default=presets[0],
                         help="the preset giving every other flag its default (the defaults "
                              "shown are this preset's: --preset NAME --help shows NAME's)")
     parser.add_argument("--workdir", type=pathlib.Path, default=argparse.SUPPRESS,
                         help="output directory (default: runs/<preset>)")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from the newest checkpoint in --workdir")
+                        help="continue the run in --workdir from its newest checkpoint (its "
+                             "settings must match, except --microbatch-size, --data-dir, "
+                             "--eval-batch-size and --log-every-steps)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete the run already in --workdir (its checkpoints, metrics, "
+                             "summary and config) before starting")
     docs = field_docs(type(config))
     hints = typing.get_type_hints(type(config))
     for field in dataclasses.fields(config):
@@ -128,5 +142,5 @@ def parse(argv: Sequence[str] | None, *, prog: str, description: str,
     args = vars(parser.parse_args(argv))
     preset = args.pop("preset")
     workdir = args.pop("workdir", pathlib.Path("runs") / preset)
-    options = Options(preset, workdir, args.pop("resume"))
+    options = Options(preset, workdir, args.pop("resume"), args.pop("overwrite"))
     return dataclasses.replace(preset_config, **args), options

@@ -3,6 +3,7 @@
 import logging
 import os
 import pathlib
+import signal
 import sys
 from typing import Any
 
@@ -46,7 +47,7 @@ def maybe_initialize_distributed() -> None:
 
 
 def exit_status(summary: dict[str, Any], workdir: pathlib.Path) -> int:
-    """Logs how a run ended; returns its exit status (130 when interrupted).
+    """Logs how a run ended; returns its exit status (``128 + signal`` when a signal stopped it).
 
     A diverged run exits with 0: a finding, not a failure (grids of runs expect some).
     """
@@ -54,7 +55,7 @@ def exit_status(summary: dict[str, Any], workdir: pathlib.Path) -> int:
         logging.info("The run diverged (non-finite loss); see %s.", workdir / "summary.json")
         return 0
     if summary["interrupted"]:
-        return 130
+        return 128 + signal.Signals[summary["stop_signal"]]
     logging.info("final test accuracy %.4f, best %.4f, %s images/s, %.0f s",
                  summary["final_test_accuracy"], summary["best_test_accuracy"],
                  f"{summary['images_per_second'] or 0:.0f}", summary["wall_seconds"])

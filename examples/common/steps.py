@@ -16,6 +16,7 @@ from jax.sharding import NamedSharding
 
 from examples.common import input_pipeline
 from examples.common.config import LoopConfig
+from examples.common.errors import UserError
 from examples.common.state import StepContext, TrainState, cross_entropy
 
 Batch = dict[str, jax.Array]
@@ -26,7 +27,7 @@ def num_microbatches(config: LoopConfig) -> int:
     """Returns how many microbatches a global batch is split into (1: none).
 
     Raises:
-      ValueError: ``--microbatch-size`` does not divide ``--batch-size``, or is not a
+      UserError: ``--microbatch-size`` does not divide ``--batch-size``, or is not a
         multiple of the device count (every device takes an equal share of a microbatch).
     """
     size = config.microbatch_size
@@ -35,7 +36,7 @@ def num_microbatches(config: LoopConfig) -> int:
     devices = jax.device_count()
     if config.batch_size % size or size % devices:
         candidates = [d for d in range(devices, size + 1, devices) if config.batch_size % d == 0]
-        raise ValueError(
+        raise UserError(
             f"--microbatch-size {size} must divide --batch-size {config.batch_size} and be a "
             f"multiple of the {devices} devices; e.g. --microbatch-size "
             f"{max(candidates, default=config.batch_size)}.")

@@ -9,6 +9,7 @@ and the summary live in the named functions around them.
 import dataclasses
 import functools
 import json
+import logging
 import pathlib
 import signal
 import time
@@ -19,7 +20,17 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from examples.common import checkpointing, datasets, input_pipeline, reporting, runs, steps
+from examples.common import (
+    checkpointing,
+    datasets,
+    errors,
+    input_pipeline,
+    preemption,
+    reporting,
+    runs,
+    steps,
+)
+from examples.common import workdir as workdir_lib
 from examples.common.config import LoopConfig
 from examples.common.state import ModelFamily, StepContext, TrainState, create_train_state
 
@@ -40,15 +51,20 @@ class Status:
     evals: list[dict[str, Any]]
     resumed: bool
     diverged: bool = False
-    interrupted: bool = False
+    stop_signal: int | None = None
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether a signal (Ctrl-C, SIGTERM) stopped the run before its end."""
+        return self.stop_signal is not None
 
 
 def data_parallel(config: LoopConfig) -> Shardings:
     """Returns the shardings of a data-parallel run, checking the batches divide evenly."""
     for name in ("batch_size", "eval_batch_size"):
         if getattr(config, name) % jax.device_count():
-            raise ValueError(f"--{name.replace('_', '-')} {getattr(config, name)} does not "
-                             f"divide by the {jax.device_count()} devices.")
+            raise errors.UserError(f"{errors.flag(name)} {getattr(config, name)} does not "
+                                   f"divide by the {jax.device_count()} devices.")
     mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
     return Shardings(NamedSharding(mesh, P("data")), NamedSharding(mesh, P()))
 
@@ -119,6 +135,8 @@ def make_record(step: int, history: list[Any], setup: "Setup",
     means = reporting.mean_metrics(history)  # Waits for the interval's steps to finish.
     return {
         "step": step, "epoch": step / setup.steps_per_epoch,
+        # Fewer than --log-every-steps after a resume off the logging grid, or at the end.
+        "steps_in_record": len(history),
         "train_loss": means["loss"], "train_accuracy": means["accuracy"],
         "learning_rate": float(setup.ctx.schedule(step - 1)),
         "clip_fraction": means["clip_fraction"],
@@ -152,30 +170,11 @@ def make_summary(config: LoopConfig, status: Status, state: TrainState,
         "num_params": int(sum(x.size for x in jax.tree.leaves(state.params))),
         "diverged": status.diverged,
         "interrupted": status.interrupted,
+        "stop_signal": signal.Signals(status.stop_signal).name if status.interrupted else None,
         "resumed_from_step": status.start_step if status.resumed else None,
         "jax_version": jax.__version__,
         "config": dataclasses.asdict(config),
     }
-
-
-class _StopRequest:
-    """Turns the first Ctrl-C into a request to checkpoint and stop; a second one aborts."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = signal.getsignal(signal.SIGINT)
-
-    def __enter__(self) -> "_StopRequest":
-        signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc_info: Any) -> None:
-        signal.signal(signal.SIGINT, self._previous)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,16 +206,31 @@ class Setup:
         return step % every == 0 or step == self.total_steps
 
 
+def create_state(family: ModelFamily, config: LoopConfig, data: datasets.ImageDataset,
+                 total_steps: int, steps_per_epoch: int) -> tuple[TrainState, StepContext]:
+    """The initial state; an ``--agc-exclude`` that matches no parameter is a user error."""
+    mean, std = input_pipeline.channel_stats(data.train_images)
+    try:
+        return create_train_state(
+            family, config, num_classes=data.num_classes,
+            in_features=data.train_images.shape[-1], mean=mean, std=std,
+            total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+    except ValueError as e:
+        if "matches no leaf" not in str(e):
+            raise
+        raise errors.UserError(
+            f"--agc-exclude {getattr(config, 'agc_exclude', None)!r} matches no parameter "
+            "path; fix the regular expression (paths join keys with '/', e.g. "
+            "'head/kernel').") from e
+
+
 def set_up(family: ModelFamily, config: LoopConfig) -> Setup:
     """Loads the data and builds the state, the steps and their shardings."""
     shardings = data_parallel(config)
     data = load_data(config)
     steps_per_epoch = input_pipeline.steps_per_epoch(len(data.train_images), config.batch_size)
     total_steps = config.steps or config.epochs * steps_per_epoch
-    mean, std = input_pipeline.channel_stats(data.train_images)
-    state, ctx = create_train_state(
-        family, config, num_classes=data.num_classes, in_features=data.train_images.shape[-1],
-        mean=mean, std=std, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+    state, ctx = create_state(family, config, data, total_steps, steps_per_epoch)
     train_fn, eval_fn = jit_steps(ctx, shardings)
     return Setup(data, jax.device_put(state, shardings.replicated), ctx, train_fn, eval_fn,
                  shardings, steps_per_epoch, total_steps)
@@ -261,23 +275,36 @@ def evaluate_and_save(setup: Setup, state: TrainState, data_state: dict[str, Any
 
 
 def train_and_evaluate(family: ModelFamily, config: LoopConfig, workdir: str | pathlib.Path,
-                       resume: bool = False) -> dict[str, Any]:
+                       resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Trains and evaluates a model, writing metrics, checkpoints and a summary to workdir.
 
     Args:
       family: the model family (its model and optimizer).
       config: the run's configuration.
-      workdir: the output directory (``metrics.jsonl``, ``summary.json``, ``checkpoints/``).
-      resume: continue from the newest checkpoint in ``workdir`` if there is one.
+      workdir: the output directory (``config.json``, ``metrics.jsonl``, ``summary.json``,
+        ``checkpoints/``), one run's (:mod:`examples.common.workdir`).
+      resume: continue the run in ``workdir`` from its newest checkpoint (from the start
+        when it has none); its configuration must match.
+      overwrite: delete the run in ``workdir`` first.
 
     Returns:
       The summary that is also written to ``summary.json``.
+
+    Raises:
+      UserError: the configuration is out of range, ``workdir`` holds another run, or a
+        file cannot be written.
     """
-    workdir, wall_start = pathlib.Path(workdir), time.monotonic()
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir, wall_start = pathlib.Path(workdir).absolute(), time.monotonic()
+    errors.validate(config)
+    steps.num_microbatches(config)  # Checks --microbatch-size against the devices.
     is_main = jax.process_index() == 0
+    if is_main:
+        workdir_lib.prepare(workdir, config, resume=resume, overwrite=overwrite)
+        logging.info("Outputs go to %s", workdir)
     setup = set_up(family, config)
-    checkpointer = checkpointing.Checkpointer(workdir / "checkpoints")
+    if is_main:
+        workdir_lib.write_config(workdir, config)
+    checkpointer = checkpointing.Checkpointer(workdir / workdir_lib.CHECKPOINTS)
     state, data_state, start_step = restore(checkpointer, setup.state, resume)
     writer = reporting.MetricsWriter(workdir, resume_step=start_step if resume else None,
                                      enabled=is_main)
@@ -287,7 +314,7 @@ def train_and_evaluate(family: ModelFamily, config: LoopConfig, workdir: str | p
     progress.message(describe_run(config, state, setup.total_steps, start_step))
     throughput, history = reporting.Throughput(config.batch_size, start_step), []
     try:
-        with _StopRequest() as stop:
+        with preemption.StopRequest() as stop:
             while status.step < setup.total_steps and not stop.requested and not status.diverged:
                 batch, data_state = next(batches)
                 state, metrics = setup.train_fn(state, batch)
@@ -302,9 +329,9 @@ def train_and_evaluate(family: ModelFamily, config: LoopConfig, workdir: str | p
                     evaluate_and_save(setup, state, data_state, status, writer, progress,
                                       checkpointer)
             if stop.requested:
-                status.interrupted = True
-                progress.message(f"Interrupted: saving a checkpoint at step {status.step}; "
-                                 "continue with --resume.")
+                status.stop_signal = stop.signum
+                progress.message(f"{signal.Signals(stop.signum).name}: saving a checkpoint at "
+                                 f"step {status.step}; continue with --resume.")
                 checkpointer.save(status.step, state, data_state)
         if not status.evals and not status.diverged and not status.interrupted:
             status.evals.append({"step": status.step, **evaluate(  # Resumed a finished run.
@@ -316,6 +343,7 @@ def train_and_evaluate(family: ModelFamily, config: LoopConfig, workdir: str | p
     summary = make_summary(config, status, state, throughput, time.monotonic() - wall_start)
     if is_main:
         (workdir / runs.SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+        logging.info("Outputs are in %s", workdir)
     return summary
 
 

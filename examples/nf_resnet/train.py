@@ -56,10 +56,11 @@ def create_train_state(config: TrainConfig, *, num_classes: int, in_features: in
         total_steps=total_steps, steps_per_epoch=steps_per_epoch)
 
 
-def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path,
-                       resume: bool = False) -> dict[str, Any]:
+def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path, resume: bool = False,
+                       overwrite: bool = False) -> dict[str, Any]:
     """Trains and evaluates an NF-ResNet; see :func:`examples.common.trainer.train_and_evaluate`."""
-    return trainer.train_and_evaluate(FAMILY, config, workdir, resume=resume)
+    return trainer.train_and_evaluate(FAMILY, config, workdir, resume=resume,
+                                      overwrite=overwrite)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,115 @@
+"""One run per work directory: a new run refuses a directory holding another run.
+
+A run writes its configuration to ``config.json`` before its first step (after the checks
+that can refuse it, so a mistyped flag does not claim the directory). A later run in
+the same directory must either continue it (``--resume``, with the same configuration up
+to :data:`EXECUTION_ONLY` fields) or clear it first (``--overwrite``); otherwise the
+trainer stops with a :class:`~examples.common.errors.UserError` naming both ways forward,
+so checkpoints and records of two runs never mix.
+"""
+
+import dataclasses
+import json
+import pathlib
+import shutil
+from typing import Any
+
+from examples.common import runs
+from examples.common.errors import UserError, flag
+
+CONFIG = "config.json"
+CHECKPOINTS = "checkpoints"
+# What a run writes; --overwrite deletes exactly these.
+RUN_FILES = (CONFIG, runs.METRICS, runs.SUMMARY, CHECKPOINTS)
+# Fields that change how a run is computed, not what it computes: a resumed run may change
+# them. A microbatch split gives the whole batch's gradient (up to float rounding); the
+# data directory is where the same files are read from; evaluation batches and the
+# logging interval do not touch the training state.
+EXECUTION_ONLY = ("microbatch_size", "data_dir", "eval_batch_size", "log_every_steps")
+
+
+def existing_run_files(workdir: pathlib.Path) -> list[str]:
+    """The names of :data:`RUN_FILES` present in ``workdir`` (an empty folder counts as none)."""
+    present = []
+    for name in RUN_FILES:
+        path = workdir / name
+        if path.is_file() or (path.is_dir() and any(path.iterdir())):
+            present.append(name)
+    return present
+
+
+def stored_config(workdir: pathlib.Path) -> dict[str, Any] | None:
+    """The configuration a directory's run recorded (``config.json``, else ``summary.json``)."""
+    for name, key in ((CONFIG, None), (runs.SUMMARY, "config")):
+        path = workdir / name
+        if path.is_file():
+            stored = json.loads(path.read_text())
+            return stored if key is None else stored.get(key)
+    return None
+
+
+def config_differences(stored: dict[str, Any], config: Any) -> list[str]:
+    """``--flag stored -> new`` for every field, execution-only ones aside, that differs."""
+    current = json.loads(json.dumps(dataclasses.asdict(config)))  # Tuples become lists.
+    names = sorted((stored.keys() | current.keys()) - set(EXECUTION_ONLY))
+    return [f"{flag(n)} {stored.get(n)} -> {current.get(n)}" for n in names
+            if stored.get(n) != current.get(n)]
+
+
+def _check_writable(workdir: pathlib.Path) -> None:
+    for path in (workdir, *(workdir / n for n in RUN_FILES if (workdir / n).is_file())):
+        try:
+            if path.is_dir():
+                probe = path / ".write_test"
+                probe.touch()
+                probe.unlink()
+            else:
+                with open(path, "a"):
+                    pass
+        except OSError as e:
+            raise UserError(f"{path} is not writable ({e.strerror}); fix its permissions or "
+                            "pass another --workdir.") from e
+
+
+def prepare(workdir: pathlib.Path, config: Any, *, resume: bool, overwrite: bool) -> None:
+    """Makes ``workdir`` ready for a run of ``config``, or refuses it.
+
+    :func:`write_config` then claims the directory, once the run is about to start.
+
+    Args:
+      workdir: the run's directory (created if missing).
+      config: the run's configuration (a dataclass).
+      resume: the run continues the directory's run (whose configuration must match).
+      overwrite: the directory's earlier run is deleted first.
+
+    Raises:
+      UserError: the directory holds another run (and neither ``resume`` nor ``overwrite``
+        is set), a resumed run's configuration differs, or the directory is not writable.
+    """
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite contradict each other: pass one.")
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--workdir {workdir}: cannot create it ({e.strerror}).") from e
+    present = existing_run_files(workdir)
+    if present and overwrite:
+        for name in present:
+            path = workdir / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    elif present and not resume:
+        raise UserError(
+            f"--workdir {workdir} already holds a run ({', '.join(present)}). Continue it "
+            "with --resume, or pass a new --workdir (or --overwrite to delete that run).")
+    elif present and (stored := stored_config(workdir)) is not None:
+        differences = config_differences(stored, config)
+        if differences:
+            raise UserError(
+                f"--resume: {workdir} holds a run with other settings ({'; '.join(differences)})."
+                " Resume with its settings, or pass a new --workdir (or --overwrite).")
+    _check_writable(workdir)
+
+
+def write_config(workdir: pathlib.Path, config: Any) -> None:
+    """Claims ``workdir`` for ``config``'s run, once the run has passed its start-up checks."""
+    (workdir / CONFIG).write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
