@@ -3,7 +3,8 @@
 Every trial runs its trainer as ``python -m <trainer> ...`` from the repository root, in
 ``<runs-dir>/<experiment>/<trial>/``, next to a ``run.json`` recording its command
 (relative to the repository root) and labels. A trial whose directory holds a
-``summary.json`` is done, so an interrupted grid continues where it stopped; a done trial
+``summary.json`` of an uninterrupted run is done, so an interrupted grid continues where it
+stopped (a trial's own interrupted run with ``--resume``); a done trial
 whose stored command asks for other settings than the grid now does is refused.
 """
 
@@ -17,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from examples.common import runs
+from examples.common import workdir as workdir_lib
 from experiments.spec import Experiment, Trial
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -39,8 +41,9 @@ def relative_to_repo(path: pathlib.Path) -> pathlib.Path:
 def settings(command: Sequence[str]) -> tuple[str, dict[str, tuple[str, ...]]]:
     """The trainer module and the flags of a command that decide its result.
 
-    Leaves out the interpreter, ``--workdir`` and :data:`EXECUTION_ONLY_FLAGS`; the order
-    of the flags does not matter (a later value of a flag wins, as on the command line).
+    Leaves out the interpreter, ``--workdir``, ``--resume`` and :data:`EXECUTION_ONLY_FLAGS`;
+    the order of the flags does not matter (a later value of a flag wins, as on the command
+    line).
 
     Returns:
       ``(module, {flag: its values})``.
@@ -53,7 +56,7 @@ def settings(command: Sequence[str]) -> tuple[str, dict[str, tuple[str, ...]]]:
             flags[flag] = values
         else:
             values.append(token)
-    ignored = ("--workdir", *EXECUTION_ONLY_FLAGS)
+    ignored = ("--workdir", "--resume", *EXECUTION_ONLY_FLAGS)
     return module, {k: tuple(v) for k, v in flags.items() if k not in ignored}
 
 
@@ -127,6 +130,8 @@ def run_experiment(experiment: Experiment, runs_dir: pathlib.Path, only: Sequenc
         if dry_run:
             outcome[trial.name] = "planned"
             continue
+        if workdir_lib.existing_run_files(workdir):  # Killed or interrupted: continue it.
+            command = [*command, "--resume"]
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / runs.RUN_SPEC).write_text(json.dumps(
             {"experiment": experiment.name, "run": trial.name, "labels": trial.run.labels,

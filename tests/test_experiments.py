@@ -217,3 +217,24 @@ def test_the_command_line_lists_and_the_old_module_is_an_alias(capsys):
     from examples.nf_resnet import experiments as alias
 
     assert alias.main is cli.main
+
+
+def test_a_killed_or_interrupted_trial_is_resumed_and_its_flags_still_match(tmp_path):
+    commands = {}
+
+    def record_launch(command, workdir):
+        commands[workdir.name] = command
+        return 1
+
+    killed, interrupted = tmp_path / "tiny" / "agc", tmp_path / "tiny" / "none"
+    (killed / "checkpoints" / "8").mkdir(parents=True)  # kill -9: no summary.json
+    fake_trial(interrupted, 0.5)
+    summary = json.loads((interrupted / "summary.json").read_text())
+    (interrupted / "summary.json").write_text(json.dumps({**summary, "interrupted": True}))
+    runner.run_experiment(TINY, tmp_path, launch=record_launch)
+    assert commands["agc"][-1] == commands["none"][-1] == "--resume"
+    assert runner.settings(commands["agc"]) == runner.settings(
+        TINY.command(TINY.trials(TINY.runs[0])[0], killed))
+    fresh = tmp_path / "fresh"
+    runner.run_experiment(TINY, fresh, only=["agc"], launch=record_launch)
+    assert "--resume" not in commands["agc"]

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import pytest
 
 import agc_optax
-from examples.common import datasets, runs
+from examples.common import datasets, flags, runs
 from examples.vit import configs, main, train
 
 # 1024 training examples in batches of 64: 16 steps per epoch.
@@ -42,8 +42,8 @@ def test_every_vit_flag_sets_its_field(tmp_path):
     argv = ["--preset", "cpu", "--workdir", str(tmp_path), "--agc-placement", "after",
             "--agc-units", "optax_rank", "--no-clip-norms-and-biases", "--b2", "0.95",
             "--lr", "3e-3", "--clip-global-norm", "1.0", "--model", "vit_small"]
-    config, options = main.flags.parse(argv, prog=main.PROG, description=main.DESCRIPTION,
-                                       presets=configs.PRESETS, get_config=configs.get_config)
+    config, options = flags.parse(argv, prog=main.PROG, description=main.DESCRIPTION,
+                                  presets=configs.PRESETS, get_config=configs.get_config)
     assert (config.agc_placement, config.agc_units, config.clip_norms_and_biases) == (
         "after", "optax_rank", False)
     assert (config.b2, config.lr, config.clip_global_norm, config.model) == (

@@ -5,9 +5,12 @@ import os
 import pathlib
 import signal
 import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+
+from examples.common import errors, flags
 
 
 def setup_logging() -> None:
@@ -44,6 +47,37 @@ def maybe_initialize_distributed() -> None:
     cluster_tasks = max(int(os.environ.get(v) or 1) for v in cluster_vars)
     if cluster_tasks > 1 or os.environ.get("JAX_COORDINATOR_ADDRESS"):
         jax.distributed.initialize()
+
+
+def run_command_line(argv: Sequence[str] | None, *, prog: str, description: str,
+                     presets: Sequence[str], get_config: Callable[[str], Any],
+                     train_and_evaluate: Callable[..., dict[str, Any]]) -> int:
+    """A family's ``main``: parses the flags, joins a multi-host launch, trains.
+
+    Args:
+      argv: the arguments (``None``: ``sys.argv``).
+      prog: the program's name in the usage line.
+      description: what the program does.
+      presets: the family's preset names, the default first.
+      get_config: returns a preset's config.
+      train_and_evaluate: the family's ``(config, workdir, resume=, overwrite=) -> summary``.
+
+    Returns:
+      The exit status: 0, ``128 + signal`` when a signal stopped the run, 2 after a user
+      error (a flag out of range, a work directory holding another run, an unwritable
+      file), which prints one ``error:`` line and no traceback.
+    """
+    config, options = flags.parse(argv, prog=prog, description=description,
+                                  presets=presets, get_config=get_config)
+    setup_logging()
+    maybe_initialize_distributed()
+
+    def run() -> int:
+        summary = train_and_evaluate(config, options.workdir, resume=options.resume,
+                                     overwrite=options.overwrite)
+        return exit_status(summary, options.workdir)
+
+    return errors.exit_on_user_error(run)
 
 
 def exit_status(summary: dict[str, Any], workdir: pathlib.Path) -> int:

@@ -37,8 +37,9 @@ def eval_records(records: Sequence[Record]) -> list[Record]:
 
 
 def is_finished(run_dir: pathlib.Path) -> bool:
-    """Whether a run left its ``summary.json`` (also true for a run that diverged)."""
-    return (run_dir / SUMMARY).is_file()
+    """Whether a run ended (also true for a run that diverged; not for one a signal stopped)."""
+    path = run_dir / SUMMARY
+    return path.is_file() and not json.loads(path.read_text()).get("interrupted")
 
 
 def _read_json(path: pathlib.Path) -> dict[str, Any]:

@@ -11,7 +11,7 @@ Run it from the repository root::
 import sys
 from collections.abc import Sequence
 
-from examples.common import errors, flags, launch
+from examples.common import launch
 from examples.nf_resnet import configs, train
 
 PROG = "python -m examples.nf_resnet.main"
@@ -19,22 +19,10 @@ DESCRIPTION = "Train a Flax NNX NF-ResNet with adaptive gradient clipping (AGC).
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parses the flags, joins a multi-host launch, trains; returns the exit status.
-
-    A user error (a flag out of range, a work directory holding another run, an unwritable
-    file) prints one ``error:`` line and returns 2.
-    """
-    config, options = flags.parse(argv, prog=PROG, description=DESCRIPTION,
-                                  presets=configs.PRESETS, get_config=configs.get_config)
-    launch.setup_logging()
-    launch.maybe_initialize_distributed()
-
-    def run() -> int:
-        summary = train.train_and_evaluate(config, options.workdir, resume=options.resume,
-                                           overwrite=options.overwrite)
-        return launch.exit_status(summary, options.workdir)
-
-    return errors.exit_on_user_error(run)
+    """Parses the flags, trains; returns the exit status (2 after a user error)."""
+    return launch.run_command_line(argv, prog=PROG, description=DESCRIPTION,
+                                   presets=configs.PRESETS, get_config=configs.get_config,
+                                   train_and_evaluate=train.train_and_evaluate)
 
 
 if __name__ == "__main__":

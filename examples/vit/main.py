@@ -11,7 +11,7 @@ Run it from the repository root::
 import sys
 from collections.abc import Sequence
 
-from examples.common import flags, launch
+from examples.common import launch
 from examples.vit import configs, train
 
 PROG = "python -m examples.vit.main"
@@ -20,13 +20,10 @@ DESCRIPTION = ("Train a Flax NNX Vision Transformer with AdamW and, optionally, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parses the flags, joins a multi-host launch, trains; returns the exit status."""
-    config, options = flags.parse(argv, prog=PROG, description=DESCRIPTION,
-                                  presets=configs.PRESETS, get_config=configs.get_config)
-    launch.setup_logging()
-    launch.maybe_initialize_distributed()
-    summary = train.train_and_evaluate(config, options.workdir, resume=options.resume)
-    return launch.exit_status(summary, options.workdir)
+    """Parses the flags, trains; returns the exit status (2 after a user error)."""
+    return launch.run_command_line(argv, prog=PROG, description=DESCRIPTION,
+                                   presets=configs.PRESETS, get_config=configs.get_config,
+                                   train_and_evaluate=train.train_and_evaluate)
 
 
 if __name__ == "__main__":

@@ -58,10 +58,11 @@ FAMILY = state_lib.ModelFamily(name="vit", create_model=create_model,
                                create_optimizer=create_optimizer)
 
 
-def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path,
-                       resume: bool = False) -> dict[str, Any]:
+def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path, resume: bool = False,
+                       overwrite: bool = False) -> dict[str, Any]:
     """Trains and evaluates a ViT; see :func:`examples.common.trainer.train_and_evaluate`."""
-    return trainer.train_and_evaluate(FAMILY, config, workdir, resume=resume)
+    return trainer.train_and_evaluate(FAMILY, config, workdir, resume=resume,
+                                      overwrite=overwrite)
 
 
 if __name__ == "__main__":
