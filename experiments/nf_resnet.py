@@ -36,9 +36,10 @@ def clip_label(clipping: float | None, global_norm: float | None = None) -> str:
     return "no clipping" if not clipping else f"AGC λ={clipping:g}"
 
 
-def batch_flags(batch: int, clipping: float) -> tuple[str, ...]:
+def batch_flags(batch: int, clipping: float, microbatch_size: int = CPU_MICROBATCH
+                ) -> tuple[str, ...]:
     """The flags of one (batch size, λ) pair at the linearly scaled learning rate."""
-    microbatch = ("--microbatch-size", str(CPU_MICROBATCH)) if batch > CPU_MICROBATCH else ()
+    microbatch = ("--microbatch-size", str(microbatch_size)) if batch > microbatch_size else ()
     return ("--batch-size", str(batch), *microbatch, "--lr", LARGE_BATCH_LR,
             "--clipping", str(clipping))
 
@@ -125,4 +126,51 @@ SKIP_GAIN_FLOOR = Experiment(
     title="Batch 1024, λ = 0.01, 240 steps",
 )
 
-EXPERIMENTS = (WITH_WITHOUT_AGC, LARGE_BATCH, CLIPPING_SWEEP, CLIPPING_LONG, SKIP_GAIN_FLOOR)
+# NF + AGC as the advice table recommends: λ = 0.01 is in its range at every batch size
+# (256: any λ; 1024: 0.01 with the skip gains excluded, the best measured; 4096: 0.01–0.02),
+# and 240 steps are a short run, where the skip gains are left out of AGC.
+NF_VS_BN_CLIPPING = 0.01
+NF_VS_BN_EXCLUDE = "^head/|skip_gain$"  # The BatchNorm ResNet has no skip gain.
+
+def nf_vs_bn_runs(batches: Sequence[int], size: str = "cpu",
+                  microbatch_size: int = CPU_MICROBATCH) -> tuple[Run, ...]:
+    """Per batch size: NF + AGC, NF without clipping, BN without clipping, BN + AGC.
+
+    Args:
+      batches: the batch sizes, in run order.
+      size: the models' size: ``nf_resnet_<size>`` and ``bn_resnet_<size>``.
+      microbatch_size: batches above this run as microbatches of this size.
+
+    Returns:
+      Four runs per batch size.
+    """
+    nf, bn = ("NF-ResNet", "nf"), ("BN ResNet", "bn")
+    configs = [(nf, NF_VS_BN_CLIPPING), (nf, 0.0), (bn, 0.0), (bn, NF_VS_BN_CLIPPING)]
+    return tuple(
+        Run(f"batch{batch}_{short}_{'agc' if clip else 'none'}",
+            ("--model", f"{short}_resnet_{size}", *batch_flags(batch, clip, microbatch_size),
+             *(("--agc-exclude", NF_VS_BN_EXCLUDE) if clip else ())),
+            {"batch_size": batch, "model": family, "clipping": clip, "clip": clip_label(clip),
+             "curve": f"{family}, {clip_label(clip)}"})
+        for batch in batches for (family, short), clip in configs)
+
+
+NF_VS_BN = Experiment(
+    name="nf_vs_bn",
+    question="NF-ResNet + AGC against a BatchNorm ResNet of the same layout (nf_resnet_cpu, "
+             "bn_resnet_cpu), each with and without AGC (λ = 0.01; head and skip gains "
+             "excluded), at batch 256, 1024 and 4096 with the learning rate scaled linearly, "
+             "240 steps. Above batch 256 every run takes microbatches of 256, so BatchNorm "
+             "normalizes over 256 examples at every batch size, as per-device BatchNorm does "
+             "in data-parallel training.",
+    preset="cpu",
+    common_flags=LONG_BUDGET,
+    runs=nf_vs_bn_runs(BATCH_SIZES),
+    report=Report(figures=(figures.curves_by_batch,), columns=("batch_size", "model", "clip"),
+                  legend="curve", step_time=True),
+    seeds=SEEDS,
+    title="NF-ResNet vs BatchNorm ResNet, learning rate ∝ batch size, 240 steps",
+)
+
+EXPERIMENTS = (WITH_WITHOUT_AGC, LARGE_BATCH, CLIPPING_SWEEP, CLIPPING_LONG, SKIP_GAIN_FLOOR,
+               NF_VS_BN)

@@ -82,6 +82,24 @@ def _peak_cell(result: Result) -> str:
     return mean_std(peaks, "{:.3g}", "{:.2g}")
 
 
+def step_milliseconds(trial: runs.RunData) -> float:
+    """Wall time per training step of a trial, in ms; NaN when it logged no throughput.
+
+    The median over its logging intervals of ``batch_size / images_per_second``: the
+    first, compiling step is in no interval, and the median leaves out the intervals that
+    also held an evaluation or a checkpoint.
+    """
+    batch = number(trial.summary.get("config", {}).get("batch_size"))
+    rates = [number(r.get("images_per_second")) for r in trial.train]
+    rates = [rate for rate in rates if math.isfinite(rate) and rate > 0]
+    return 1000 * batch / statistics.median(rates) if rates else math.nan
+
+
+def _step_time_cell(result: Result) -> str:
+    times = [step_milliseconds(t) for t in result.trials]
+    return "—" if any(math.isnan(t) for t in times) else mean_std(times, "{:.0f}")
+
+
 def row_cells(result: Result) -> list[str]:
     """The numbers of a run's row: final/best accuracy, peak loss, steps, wall s, diverged."""
     summaries = [t.summary for t in result.trials]
@@ -99,18 +117,23 @@ def row_cells(result: Result) -> list[str]:
     ]
 
 
-def table(results: Sequence[Result], columns: Sequence[str]) -> str:
+def table(results: Sequence[Result], columns: Sequence[str], step_time: bool = False) -> str:
     """Returns a Markdown table with one row per run (a ``seeds`` column if any has several).
 
     "diverged" means a non-finite loss stopped the run; "peak train loss" also shows blow-ups
-    that stayed finite (and often left the network dead, at chance accuracy).
+    that stayed finite (and often left the network dead, at chance accuracy). With
+    ``step_time``, "ms / step" follows "wall s" (:func:`step_milliseconds`).
     """
     with_seeds = any(r.expected > 1 for r in results)
     header = [*columns, "final test acc.", "best test acc.", "peak train loss", "steps",
-              "wall s", "diverged", *(["seeds"] if with_seeds else [])]
+              "wall s", *(["ms / step"] if step_time else []), "diverged",
+              *(["seeds"] if with_seeds else [])]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for result in results:
-        cells = [str(result.labels.get(c, "")) for c in columns] + row_cells(result)
+        cells = row_cells(result)
+        if step_time:
+            cells.insert(5, _step_time_cell(result) if result.trials else "—")
+        cells = [str(result.labels.get(c, "")) for c in columns] + cells
         if with_seeds:
             cells.append(f"{len(result.trials)} of {result.expected}")
         lines.append("| " + " | ".join(cells) + " |")
@@ -125,7 +148,8 @@ def table_text(experiment: Experiment, results: Sequence[Result]) -> str:
     kinds = sorted({str(d.summary.get("device_kind", "?")) for r in results for d in r.trials})
     first = " ".join(experiment.command(trials[0], "…")[1:]).replace(" --workdir …", "")
     seeds = "; a seed k > 0 adds `--seed k`" if len(trials) > len(experiment.runs) else ""
-    text = (f"{experiment.question}\n\n{table(results, experiment.report.columns)}\n"
+    rows = table(results, experiment.report.columns, experiment.report.step_time)
+    text = (f"{experiment.question}\n\n{rows}\n"
             f"Measured on: {', '.join(kinds)}. Command: `python {first}` (first run; the "
             f"others change only their own flags{seeds}).\n")
     if missing:

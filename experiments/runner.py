@@ -24,8 +24,10 @@ from experiments.spec import Experiment, Trial
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_RUNS_DIR = REPO_ROOT / "docs" / "runs"
 # Flags that change how a run executes, not what it computes (up to float rounding): a
-# stored run made without them, or with other values, still counts as done.
+# stored run made without them, or with other values, still counts as done. Not so for a
+# BatchNorm model (``--model bn_*``), which normalizes each microbatch on its own.
 EXECUTION_ONLY_FLAGS = ("--microbatch-size",)
+BATCH_NORM_MODEL_PREFIX = "bn_"
 
 Launcher = Callable[[list[str], pathlib.Path], int]
 
@@ -41,9 +43,8 @@ def relative_to_repo(path: pathlib.Path) -> pathlib.Path:
 def settings(command: Sequence[str]) -> tuple[str, dict[str, tuple[str, ...]]]:
     """The trainer module and the flags of a command that decide its result.
 
-    Leaves out the interpreter, ``--workdir``, ``--resume`` and :data:`EXECUTION_ONLY_FLAGS`;
-    the order of the flags does not matter (a later value of a flag wins, as on the command
-    line).
+    batch_norm = (flags.get("--model") or [""])[-1].startswith(BATCH_NORM_MODEL_PREFIX)
+    ignored = ("--workdir", "--resume", *(() if batch_norm else EXECUTION_ONLY_FLAGS))
 
     Returns:
       ``(module, {flag: its values})``.
@@ -56,7 +57,8 @@ def settings(command: Sequence[str]) -> tuple[str, dict[str, tuple[str, ...]]]:
             flags[flag] = values
         else:
             values.append(token)
-    ignored = ("--workdir", "--resume", *EXECUTION_ONLY_FLAGS)
+    batch_norm = (flags.get("--model") or [""])[-1].startswith(BATCH_NORM_MODEL_PREFIX)
+    ignored = ("--workdir", "--resume", *(() if batch_norm else EXECUTION_ONLY_FLAGS))
     return module, {k: tuple(v) for k, v in flags.items() if k not in ignored}
 
 

@@ -69,11 +69,14 @@ class Report:
         (:mod:`experiments.figures`).
       columns: the run labels that head the rows of its table.
       legend: the run label that names a run in the figures' legends.
+      step_time: whether the table shows the wall time per training step
+        (:func:`experiments.report.step_milliseconds`).
     """
 
     figures: tuple[Figure, ...]
     columns: tuple[str, ...]
     legend: str = "clip"
+    step_time: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from reference import reference_agc
 
+import agc_optax
 from examples.nf_resnet import bn_resnet, layers, models
 
 EPS = 1e-5  # PyTorch's and Flax's default.
@@ -220,3 +222,24 @@ def test_each_family_refuses_the_other_familys_layout():
         models.NFResNet(models.VARIANTS["bn_resnet_nano"], 10, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="BNResNet builds normalization='batch'"):
         bn_resnet.BNResNet(models.VARIANTS["nf_resnet_nano"], 10, rngs=nnx.Rngs(0))
+
+
+def test_agc_clips_each_batch_norm_scale_and_bias_as_one_unit():
+    # The default unit rule makes a vector one unit: AGC compares the whole scale (or bias)
+    # vector's gradient norm with the vector's norm, as for the NF-ResNet's gains and biases.
+    model = nnx.eval_shape(lambda: bn_nano())
+    params = nnx.state(model, nnx.Param)
+    rng = np.random.default_rng(6)
+    params = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), params)
+    grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape) * 10.0 ** rng.uniform(
+        -3, 0, size=p.shape[-1:]), jnp.float32), params)
+    clipped = agc_optax.clip_grads(grads, params, 0.05)
+    flat = lambda tree: dict(nnx.to_flat_state(tree))  # noqa: E731
+    checked = 0
+    for path, grad in flat(grads).items():
+        if path[-1] in ("scale", "bias") and path[0] != "head":
+            expected, _ = reference_agc(np.asarray(grad[...]), np.asarray(flat(params)[path][...]),
+                                        fan_in_axes=(0,), clipping=0.05)
+            np.testing.assert_allclose(np.asarray(flat(clipped)[path][...]), expected, rtol=1e-5)
+            checked += 1
+    assert checked == 2 * 5  # Scale and bias of 2 norms in each of 2 blocks, and the final one.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import pathlib
 import sys
 
@@ -238,3 +239,68 @@ def test_a_killed_or_interrupted_trial_is_resumed_and_its_flags_still_match(tmp_
     fresh = tmp_path / "fresh"
     runner.run_experiment(TINY, fresh, only=["agc"], launch=record_launch)
     assert "--resume" not in commands["agc"]
+
+
+def test_nf_vs_bn_compares_four_configurations_per_batch_size_at_equal_budget():
+    grid = nf_resnet.NF_VS_BN
+    assert grid.seeds == (0, 1, 2) and ("--steps", "240") == grid.common_flags[:2]
+    cells = {(r.labels["batch_size"], r.labels["model"], r.labels["clipping"]) for r in grid.runs}
+    assert cells == {(batch, model, clipping) for batch in (256, 1024, 4096)
+                     for model in ("NF-ResNet", "BN ResNet") for clipping in (0.01, 0.0)}
+    assert len(grid.runs) == 12
+    for run in grid.runs:
+        flags = dict(zip(run.flags[::2], run.flags[1::2], strict=True))
+        batch, clipping = run.labels["batch_size"], run.labels["clipping"]
+        assert flags["--model"] == ("nf_resnet_cpu" if run.labels["model"] == "NF-ResNet"
+                                    else "bn_resnet_cpu")
+        assert (flags["--batch-size"], flags["--lr"]) == (str(batch), "0.2")  # Peak 0.2·b/256.
+        assert flags.get("--microbatch-size") == (None if batch == 256 else "256")
+        assert float(flags["--clipping"]) == clipping
+        assert flags.get("--agc-exclude") == ("^head/|skip_gain$" if clipping else None)
+
+
+def test_the_microbatch_size_decides_a_batch_norm_runs_result_only():
+    for model, counts in (("bn_resnet_cpu", True), ("nf_resnet_cpu", False)):
+        command = ["-m", "m", "--model", model, "--microbatch-size", "256"]
+        differs = runner.settings(command) != runner.settings([*command[:-1], "128"])
+        assert differs == counts, model
+
+
+def test_the_step_time_is_the_median_interval_without_the_compiling_step(tmp_path):
+    # Records as the trainer writes them: the first interval holds only the compiling step
+    # (no rate), the last one also an evaluation (a slower rate).
+    rates = [None, 1000.0, 1280.0, 1000.0, 100.0]
+    trial = report.runs.RunData(
+        tmp_path, [{"step": 10 * i, "train_loss": 1.0, "images_per_second": rate}
+                   for i, rate in enumerate(rates, 1)],
+        {"config": {"batch_size": 256}}, {})
+    assert report.step_milliseconds(trial) == pytest.approx(256.0)  # 256 / median 1000 s.
+    assert math.isnan(report.step_milliseconds(
+        report.runs.RunData(tmp_path, trial.records[:1], trial.summary, {})))
+
+
+@pytest.mark.slow
+def test_a_small_nf_vs_bn_grid_runs_and_reports_accuracy_loss_and_step_time(tmp_path):
+    # The grid's four configurations at the nano size, batch 128 in microbatches of 64.
+    small = dataclasses.replace(
+        nf_resnet.NF_VS_BN, preset="smoke", seeds=(0,),
+        common_flags=("--steps", "3", "--train-examples", "512", "--test-examples", "500",
+                      "--log-every-steps", "1"),
+        runs=nf_resnet.nf_vs_bn_runs((128,), size="nano", microbatch_size=64))
+    assert runner.run_experiment(small, tmp_path) == {r.name: "ran" for r in small.runs}
+    written = report.report_experiment(small, tmp_path, tmp_path / "figures")
+    assert {p.name for p in written} == {"nf_vs_bn.png", "nf_vs_bn.md"}
+    text = (tmp_path / "figures" / "nf_vs_bn.md").read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| batch_size"))
+    assert "| peak train loss |" in header and "| ms / step |" in header
+    step_column = header.split(" | ").index("ms / step")
+    rows = [line.split(" | ") for line in text.splitlines()
+            if line.startswith("| 128 ")]
+    assert [row[1:3] for row in rows] == [["NF-ResNet", "AGC λ=0.01"],
+                                          ["NF-ResNet", "no clipping"],
+                                          ["BN ResNet", "no clipping"],
+                                          ["BN ResNet", "AGC λ=0.01"]]
+    assert all(float(row[step_column]) > 0 for row in rows)
+    summary = json.loads((tmp_path / "nf_vs_bn" / "batch128_bn_agc" / "summary.json").read_text())
+    assert summary["config"]["model"] == "bn_resnet_nano"
+    assert summary["config"]["microbatch_size"] == 64
