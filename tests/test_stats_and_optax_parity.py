@@ -139,3 +139,33 @@ def test_where_optax_fails_and_we_do_not_float16_overflow_and_zero_units():
 
     assert np.isnan(np.asarray(jax.grad(loss(optax.adaptive_grad_clip(0.01)))(grads)["w"])).any()
     assert np.isfinite(np.asarray(jax.grad(loss(agc(0.01)))(grads)["w"])).all()
+
+
+def test_optax_squeezes_a_single_input_kernel_into_one_unit():
+    """The comparison's "(1, out) kernel" row: optax clips the whole row as one unit."""
+    param, grad = mixed_scale_pair((1, 64), (0,), seed=5)
+    theirs = np.asarray(optax.adaptive_grad_clip(0.01).update([grad], None, [param])[0][0])
+    ours = np.asarray(agc(0.01).update([grad], None, [param])[0][0])
+    np.testing.assert_allclose(theirs, reference_agc(grad, param, (0, 1), 0.01)[0], rtol=2e-6)
+    np.testing.assert_allclose(ours, reference_agc(grad, param, (0,), 0.01)[0], rtol=2e-6)
+    assert not np.allclose(theirs, ours, rtol=1e-3)
+
+
+def test_optax_raises_above_rank_5_and_we_do_not():
+    """The comparison's "ranks" row."""
+    param, grad = mixed_scale_pair((2, 2, 2, 2, 3, 8), (0, 1, 2, 3, 4), seed=6)
+    with pytest.raises(ValueError, match="Expected parameter with shape"):
+        optax.adaptive_grad_clip(0.01).update([grad], None, [param])
+    ours = agc(0.01).update([grad], None, [param])[0][0]
+    np.testing.assert_allclose(ours, reference_agc(grad, param, (0, 1, 2, 3, 4), 0.01)[0],
+                               rtol=2e-6)
+
+
+def test_optax_reduces_only_axis_0_of_an_attention_output_kernel():
+    """The comparison's "rank 3 is always (0,)" cell, for a (heads, head_dim, out) kernel."""
+    param, grad = mixed_scale_pair((4, 8, 32), (0, 1), seed=7)
+    theirs = np.asarray(optax.adaptive_grad_clip(0.02).update([grad], None, [param])[0][0])
+    ours = np.asarray(agc(0.02).update([grad], None, [param])[0][0])
+    np.testing.assert_allclose(theirs, reference_agc(grad, param, (0,), 0.02)[0], rtol=2e-6)
+    np.testing.assert_allclose(ours, reference_agc(grad, param, (0, 1), 0.02)[0], rtol=2e-6)
+    assert not np.allclose(theirs, ours, rtol=1e-3)
