@@ -28,6 +28,10 @@ class Checkpointer:
         self.directory = directory.absolute()
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
+    def all_steps(self) -> list[int]:
+        """Returns the steps of the complete checkpoints, oldest first."""
+        return sorted(self._manager.all_steps())
+
     def latest_step(self) -> int | None:
         """Returns the step of the newest checkpoint, or ``None``."""
         return self._manager.latest_step()

@@ -1,0 +1,141 @@
+"""A trained run, restored from its work directory: its test accuracy, its model for prediction.
+
+The run's ``config.json`` rebuilds the model and the data exactly as trained; the newest
+checkpoint (or a chosen step) gives the parameters. :func:`load` returns a
+:class:`TrainedModel` that maps uint8 images to logits; :func:`main` is the command line
+of each family's ``evaluate`` module.
+"""
+
+import argparse
+import dataclasses
+import logging
+import pathlib
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from examples.common import checkpointing, errors, input_pipeline, launch, trainer
+from examples.common import workdir as workdir_lib
+from examples.common.state import ModelFamily
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedModel:
+    """A run's model with the parameters of one checkpoint, in evaluation mode.
+
+    Attributes:
+      config: the run's configuration (as trained, up to overrides passed to :func:`load`).
+      step: the checkpoint's step.
+      setup: the data, the restored state and the jitted steps (see
+        :class:`~examples.common.trainer.Setup`); ``setup.data`` holds the test images.
+      model: the ``nnx.Module`` in evaluation mode (no dropout; BatchNorm's running
+        averages); it takes images normalised as in training (use :meth:`predict`).
+    """
+
+    config: Any
+    step: int
+    setup: trainer.Setup
+    model: nnx.Module
+
+    def predict(self, images: np.ndarray) -> jax.Array:
+        """Returns the logits of uint8 images ``(N, H, W, C)``, normalised as in training."""
+        ctx = self.setup.ctx
+        return self.model(input_pipeline.normalize(images, ctx.mean, ctx.std))
+
+    def evaluate(self) -> dict[str, float]:
+        """Returns ``test_loss`` and ``test_accuracy`` over the configured test images."""
+        setup = self.setup
+        return trainer.evaluate(setup.eval_fn, setup.state, setup.data, self.config,
+                                setup.shardings.batch)
+
+
+def load(family: ModelFamily, config_class: type, workdir: str | pathlib.Path,
+         step: int | None = None, **overrides: Any) -> TrainedModel:
+    """Restores a run's model from its work directory.
+
+    Args:
+      family: the run's model family.
+      config_class: the family's config dataclass.
+      workdir: the run's ``--workdir``.
+      step: the checkpoint to restore (``None``: the newest).
+      **overrides: config fields to change, e.g. ``test_examples=None`` to evaluate on the
+        whole test set or ``data_dir`` to read the data elsewhere.
+
+    Returns:
+      The trained model.
+
+    Raises:
+      UserError: ``workdir`` holds no run configuration or no such checkpoint.
+    """
+    workdir = pathlib.Path(workdir).absolute()
+    stored = workdir_lib.stored_config(workdir)
+    if stored is None:
+        raise errors.UserError(f"--workdir {workdir} holds no {workdir_lib.CONFIG}: pass the "
+                               "--workdir of a training run.")
+    config = dataclasses.replace(config_class(**stored), **overrides)
+    checkpointer = checkpointing.Checkpointer(workdir / workdir_lib.CHECKPOINTS, read_only=True)
+    try:
+        saved = checkpointer.all_steps()
+        step = saved[-1] if step is None and saved else step
+        if step not in saved:
+            raise errors.UserError(f"{checkpointer.directory} holds no checkpoint of step "
+                                   f"{step} (saved steps: {saved}); pass --step of one.")
+        setup = trainer.set_up(family, config)
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), setup.state)
+        state, _ = checkpointer.restore(step, abstract)
+    finally:
+        checkpointer.close()
+    setup = dataclasses.replace(setup, state=state)
+    model = nnx.view(setup.ctx.merge(state.params, state.model_state), deterministic=True,
+                     use_running_average=True, raise_if_not_found=False)
+    return TrainedModel(config, step, setup, model)
+
+
+def parse_flags(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
+    """The flags of an ``evaluate`` command line."""
+    parser = argparse.ArgumentParser(prog=prog, description="Evaluate a trained run's "
+                                     "checkpoint on the test set.")
+    parser.add_argument("--workdir", type=pathlib.Path, required=True,
+                        help="the --workdir of a training run")
+    parser.add_argument("--step", type=int, default=None,
+                        help="the checkpoint's step (default: the newest)")
+    parser.add_argument("--all-test-examples", action="store_true",
+                        help="evaluate on the whole test set, not the run's --test-examples")
+    parser.add_argument("--data-dir", default=None,
+                        help="read the dataset from here (default: as the run did)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None, *, prog: str, family: ModelFamily,
+         config_class: type) -> int:
+    """Restores a run's checkpoint and prints its test accuracy; returns the exit status.
+
+    Args:
+      argv: the arguments (``None``: ``sys.argv``).
+      prog: the program's name in the usage line.
+      family: the run's model family.
+      config_class: the family's config dataclass.
+
+    Returns:
+      0, or 2 after a user error (printed as one line).
+    """
+    args = parse_flags(argv, prog)
+    launch.setup_logging()
+    logging.getLogger("absl").setLevel(logging.ERROR)  # Orbax's notes on read-only mode.
+    overrides = {"test_examples": None} if args.all_test_examples else {}
+    if args.data_dir is not None:
+        overrides["data_dir"] = args.data_dir
+
+    def run() -> int:
+        trained = load(family, config_class, args.workdir, args.step, **overrides)
+        result = trained.evaluate()
+        print(f"{args.workdir.absolute()} step {trained.step}: test_accuracy="
+              f"{result['test_accuracy']:.4f} test_loss={result['test_loss']:.4f} on "
+              f"{len(trained.setup.data.test_images)} test images")
+        return 0
+
+    return errors.exit_on_user_error(run)

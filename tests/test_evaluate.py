@@ -1,0 +1,42 @@
+"""Restoring a trained run: `python -m examples.nf_resnet.evaluate` and `evaluate.load`."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from examples.common import datasets, runs
+from examples.nf_resnet import configs, evaluate, train
+
+# 512 training examples in batches of 64: checkpoints at steps 8 and 16.
+TINY = dataclasses.replace(configs.get_config("smoke"), train_examples=512, test_examples=300,
+                           batch_size=64, eval_batch_size=100, steps=16, log_every_steps=8)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(datasets.locate("fashion_mnist") is None,
+                    reason="Fashion-MNIST is not installed")
+def test_a_restored_run_reports_and_predicts_its_test_accuracy(tmp_path, capsys):
+    summary = train.train_and_evaluate(TINY, tmp_path)
+    evals = {r["step"]: r for r in runs.read_run(tmp_path).evals}
+
+    assert evaluate.main(["--workdir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"step 16: test_accuracy={summary['final_test_accuracy']:.4f}" in out
+    assert "on 300 test images" in out
+    assert evaluate.main(["--workdir", str(tmp_path), "--step", "8"]) == 0
+    assert f"step 8: test_accuracy={evals[8]['test_accuracy']:.4f}" in capsys.readouterr().out
+
+    # Prediction: the restored model's argmax, counted here, gives the recorded accuracy.
+    trained = evaluate.load(tmp_path)
+    images, labels = trained.setup.data.test_images, trained.setup.data.test_labels
+    predicted = np.argmax(np.asarray(trained.predict(images)), axis=-1)
+    assert trained.step == 16 and len(labels) == 300
+    assert np.mean(predicted == labels) == pytest.approx(summary["final_test_accuracy"])
+
+
+def test_evaluating_a_directory_without_a_run_is_a_user_error(tmp_path, capsys):
+    assert evaluate.main(["--workdir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: --workdir {tmp_path} holds no config.json: pass the --workdir of a "
+        "training run."]
