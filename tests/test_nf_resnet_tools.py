@@ -28,10 +28,11 @@ def test_flags_override_the_preset_field_by_field():
     assert (config.agc_eps, config.agc_exclude) == (1e-2, "^head/|skip_gain")
     assert (config.flip, config.se_ratio, config.train_examples) == (False, 0.25, None)
     assert config.lr == 0.8 and config.clipping == 0.16  # not given: the cpu preset's
-    assert options == flags.Options("cpu", pathlib.Path("w"), False)
+    assert options == flags.Options("cpu", pathlib.Path("w"), resume=False, overwrite=False)
     config, options = parse(["--resume"])
     assert config == configs.get_config("smoke")
-    assert options == flags.Options("smoke", pathlib.Path("runs/smoke"), True)
+    assert options == flags.Options("smoke", pathlib.Path("runs/smoke"), resume=True,
+                                    overwrite=False)
 
 
 def test_every_config_field_has_a_documented_flag_showing_the_presets_value(capsys):
@@ -69,14 +70,16 @@ def test_a_bad_flag_is_a_one_line_usage_error(capsys, argv, message):
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
-def fake_run(directory: pathlib.Path, clipping: float, diverged: bool = False) -> pathlib.Path:
+def fake_run(directory: pathlib.Path, clipping: float, diverged: bool = False,
+             **config_fields) -> pathlib.Path:
     directory.mkdir(parents=True)
-    records = [{"step": 10, "epoch": 0.5, "train_loss": 2.0},
-               {"step": 20, "epoch": 1.0, "train_loss": 1.0},
+    clip = [0.25, 0.125] if clipping else [None, None]
+    records = [{"step": 10, "epoch": 0.5, "train_loss": 2.0, "clip_fraction": clip[0]},
+               {"step": 20, "epoch": 1.0, "train_loss": 1.0, "clip_fraction": clip[1]},
                {"step": 20, "epoch": 1.0, "test_loss": 1.1, "test_accuracy": 0.6}]
     (directory / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     config = {"model": "nf_resnet_cpu", "batch_size": 128, "lr": 0.8, "clipping": clipping,
-              "clip_global_norm": 0.0}
+              "clip_global_norm": 0.0, **config_fields}
     (directory / "summary.json").write_text(json.dumps({"config": config, "diverged": diverged}))
     return directory
 
@@ -85,6 +88,36 @@ def test_runs_are_labelled_by_the_settings_that_differ(tmp_path):
     read = [runs.read_run(fake_run(tmp_path / "a", 0.16)),
             runs.read_run(fake_run(tmp_path / "b", 0.0, diverged=True))]
     assert plot.labels(read) == ["λ=0.16", "no AGC (diverged)"]
+
+
+def test_labels_name_any_differing_field_but_not_execution_only_ones(tmp_path):
+    read = [runs.read_run(fake_run(tmp_path / "a", 0.16, activation="relu", microbatch_size=32)),
+            runs.read_run(fake_run(tmp_path / "b", 0.16, activation="gelu"))]
+    assert plot.labels(read) == ["activation=relu", "activation=gelu"]
+
+
+def test_one_run_is_named_by_its_settings_not_its_directory(tmp_path):
+    (run,) = [runs.read_run(fake_run(tmp_path / "run_0042", 0.16))]
+    assert plot.labels([run]) == ["nf_resnet_cpu batch=128 lr=0.8 λ=0.16"]
+    fig = plot.figure([run])
+    assert fig._suptitle.get_text() == "nf_resnet_cpu batch=128 lr=0.8 λ=0.16"
+
+
+def test_the_figure_shows_accuracy_loss_and_clip_fraction_against_steps(tmp_path):
+    read = [runs.read_run(fake_run(tmp_path / "a", 0.16)),
+            runs.read_run(fake_run(tmp_path / "b", 0.0))]
+    fig = plot.figure(read, x="step")
+    acc, loss, clip = fig.axes
+    assert [ax.get_xlabel() for ax in fig.axes] == ["step"] * 3
+    assert [t.get_text() for t in acc.get_legend().get_texts()] == ["λ=0.16", "no AGC"]
+    assert list(acc.lines[0].get_xdata()) == [20] and list(acc.lines[0].get_ydata()) == [0.6]
+    assert [list(line.get_ydata()) for line in loss.lines[:2]] == [[2.0, 1.0], [1.1]]
+    assert list(clip.lines[0].get_xdata()) == [10, 20]
+    assert list(clip.lines[0].get_ydata()) == [0.25, 0.125]
+    assert list(clip.lines[1].get_ydata()) == []  # AGC off: no clip fraction, and said so.
+    assert "AGC off (no clip fraction):\nno AGC" in clip.texts[0].get_text()
+    epochs = plot.figure(read)
+    assert list(epochs.axes[2].lines[0].get_xdata()) == [0.5, 1.0]
 
 
 def test_plot_writes_a_png(tmp_path):

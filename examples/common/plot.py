@@ -1,12 +1,14 @@
-"""Plots the test accuracy and loss curves of several runs in one figure.
+"""Plots the curves of one or more runs: accuracy, loss and AGC's clip fraction.
 
 Run it from the repository root::
 
     python -m examples.common.plot runs/agc runs/no_agc --out curves.png
+    python -m examples.common.plot runs/agc --x step --out curves.png
 
-Each run directory holds the ``metrics.jsonl`` and ``summary.json`` that a trainer
-writes (read with :mod:`examples.common.runs`); a run is labelled by the settings in
-which it differs from the others.
+Each run directory holds the ``metrics.jsonl`` and ``summary.json`` (or, while it runs,
+``config.json``) that a trainer writes (read with :mod:`examples.common.runs`). A run's
+legend names the settings in which its configuration differs from the others' (one run:
+its main settings); the title names the settings they share.
 """
 
 import argparse
@@ -18,9 +20,11 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from examples.common import workdir as workdir_lib
 from examples.common.runs import METRICS, RunData, read_run
 
-# Settings worth naming in a label, with their short names.
+# Settings worth naming in a label, with their short names; other fields that differ
+# between runs are named by their own names.
 LABEL_KEYS = {
     "model": "", "batch_size": "batch", "lr": "lr", "clipping": "λ",
     "clip_global_norm": "global norm", "epochs": "epochs", "steps": "steps",
@@ -29,74 +33,114 @@ LABEL_KEYS = {
 
 
 def describe(config: dict[str, Any]) -> str:
-    """Returns a readable label such as ``λ=0.16 batch=128``."""
+    """Returns a readable label such as ``λ=0.16 batch=128``, known settings first."""
     parts = []
-    for key, short in LABEL_KEYS.items():
-        if key not in config or config[key] is None:
-            continue
-        value = config[key]
+    for key in [*[k for k in LABEL_KEYS if k in config],
+                *sorted(k for k in config if k not in LABEL_KEYS)]:
+        value, short = config[key], LABEL_KEYS.get(key, key)
         if key == "clipping" and value == 0:
             parts.append("no AGC")
-        elif key == "clip_global_norm" and not value:
+        elif key in LABEL_KEYS and (value is None
+                                    or (key == "clip_global_norm" and not value)):
             continue
         else:
             parts.append(f"{short}={value}" if short else str(value))
     return " ".join(parts)
 
 
+def run_config(run: RunData) -> dict[str, Any]:
+    """A run's configuration: its summary's, or while it runs, its ``config.json``."""
+    return run.config or workdir_lib.stored_config(run.directory) or {}
+
+
 def varying_keys(runs: Sequence[RunData]) -> set[str]:
-    """Returns the labelled settings whose values differ between runs."""
-    return {k for k in LABEL_KEYS if len({json.dumps(r.config.get(k)) for r in runs}) > 1}
+    """The configuration fields whose values differ between runs (execution-only aside)."""
+    configs = [run_config(r) for r in runs]
+    keys = set().union(*configs) - set(workdir_lib.EXECUTION_ONLY)
+    return {k for k in keys if len({json.dumps(c.get(k)) for c in configs}) > 1}
 
 
 def labels(runs: Sequence[RunData]) -> list[str]:
-    """Labels runs by the settings that differ between them (or by directory name)."""
+    """Labels runs by the settings that differ between them (one run: its main settings)."""
     varying = varying_keys(runs)
     result = []
     for run in runs:
-        shown = {k: v for k, v in run.config.items() if k in varying}
-        text = describe(shown) if shown else run.directory.name
+        config = run_config(run)
+        shown = {k: v for k, v in config.items()
+                 if (k in varying if varying else k in LABEL_KEYS)}
+        text = describe(shown) or run.directory.name  # No configuration recorded.
         result.append(text + (" (diverged)" if run.diverged else ""))
     return result
 
 
-def plot(run_dirs: Sequence[pathlib.Path], out: pathlib.Path) -> None:
-    """Draws test accuracy, test loss and training loss against epochs for every run."""
-    runs = [read_run(d) for d in run_dirs]
-    fig = Figure(figsize=(15, 4.2))
-    axes = fig.subplots(1, 3)
+def _x(records: Sequence[dict[str, Any]], axis: str) -> list[float]:
+    return [r[axis] for r in records]
+
+
+def figure(runs: Sequence[RunData], x: str = "epoch") -> Figure:
+    """Draws test accuracy, training and test loss, and AGC's clip fraction for every run.
+
+    Args:
+      runs: the runs.
+      x: the horizontal axis, ``"epoch"`` or ``"step"``.
+
+    Returns:
+      The figure: three panels, one line per run in each (two in the loss panel).
+    """
+    fig = Figure(figsize=(15, 4.4))
+    ax_acc, ax_loss, ax_clip = fig.subplots(1, 3)
+    agc_off = []
     for run, label in zip(runs, labels(runs), strict=True):
         evals, trains = run.evals, run.train
-        line, = axes[0].plot([r["epoch"] for r in evals], [r["test_accuracy"] for r in evals],
-                             marker=".", label=label)
-        axes[1].plot([r["epoch"] for r in evals], [r["test_loss"] for r in evals],
-                     marker=".", color=line.get_color())
-        axes[2].plot([r.get("epoch", r["step"]) for r in trains],
-                     [r["train_loss"] for r in trains], color=line.get_color(), alpha=0.8)
-    for ax, title in zip(axes, ("test accuracy", "test loss", "training loss"), strict=True):
+        line, = ax_acc.plot(_x(evals, x), [r["test_accuracy"] for r in evals], marker=".",
+                            label=label)
+        color = line.get_color()
+        ax_loss.plot(_x(trains, x), [r["train_loss"] for r in trains], color=color, alpha=0.8)
+        ax_loss.plot(_x(evals, x), [r["test_loss"] for r in evals], color=color, ls="--",
+                     marker=".")
+        clipped = [r for r in trains if r.get("clip_fraction") is not None]
+        ax_clip.plot(_x(clipped, x), [r["clip_fraction"] for r in clipped], color=color)
+        if not clipped:
+            agc_off.append(label)
+    titles = ("test accuracy", "loss (training —, test --)", "AGC clip fraction (training)")
+    for ax, title in zip((ax_acc, ax_loss, ax_clip), titles, strict=True):
         ax.set_title(title)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(x)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize="small")
+    if agc_off:
+        ax_clip.text(0.98, 0.97, "AGC off (no clip fraction):\n" + "\n".join(agc_off),
+                     transform=ax_clip.transAxes, ha="right", va="top", fontsize="small")
     varying = varying_keys(runs)
-    fig.suptitle(describe({k: v for k, v in runs[0].config.items() if k not in varying}),
-                 fontsize="medium")
+    if len(runs) > 1:
+        ax_acc.legend(fontsize="small")
+    shared = {k: v for k, v in run_config(runs[0]).items()
+              if k in LABEL_KEYS and k not in varying}
+    # One run: its label (its main settings); several: the settings they share.
+    fig.suptitle(labels(runs)[0] if len(runs) == 1 else describe(shared), fontsize="medium")
     fig.tight_layout()
+    return fig
+
+
+def plot(run_dirs: Sequence[pathlib.Path], out: pathlib.Path, x: str = "epoch") -> None:
+    """Writes the :func:`figure` of the runs in ``run_dirs`` to the PNG ``out``."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    figure([read_run(d) for d in run_dirs], x).savefig(out, dpi=120)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line."""
     parser = argparse.ArgumentParser(prog="python -m examples.common.plot",
-                                     description="Plot the curves of several training runs.")
+                                     description="Plot the curves of training runs: "
+                                     "accuracy, loss and AGC's clip fraction.")
     parser.add_argument("run_dirs", nargs="+", type=pathlib.Path, help="run directories")
     parser.add_argument("--out", type=pathlib.Path, required=True, help="the PNG to write")
+    parser.add_argument("--x", choices=("epoch", "step"), default="epoch",
+                        help="the horizontal axis")
     args = parser.parse_args(argv)
     missing = [d for d in args.run_dirs if not (d / METRICS).exists()]
     if missing:
         parser.error(f"no {METRICS} in {', '.join(map(str, missing))}")
-    plot(args.run_dirs, args.out)
+    plot(args.run_dirs, args.out, args.x)
     print(f"wrote {args.out}")
     return 0
 
