@@ -208,6 +208,7 @@ def test_without_files_or_network_the_error_names_every_option(tmp_path, monkeyp
                    str(no_default_locations / "fashion_mnist"), "dataset-fashion-mnist",
                    "missing/train-images-idx3-ubyte.gz"):
         assert option in message
+    assert len(message.splitlines()) == 2  # A command line prints it without a traceback.
 
 
 def test_a_data_dir_without_the_files_is_an_error_not_a_fall_back(tmp_path, monkeypatch,

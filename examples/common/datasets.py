@@ -273,12 +273,12 @@ def fetch(dataset: str) -> dict[str, pathlib.Path]:
     return paths
 
 
-def _not_found_message(dataset: str, data_dir: str | None, reason: Exception) -> str:
-    dirs = "\n".join(f"  - {d}" for d in candidate_dirs(dataset, data_dir))
-    urls = "\n".join(f"  - {u}" for u in SOURCES[dataset].urls)
+def _not_found_message(dataset: str, reason: Exception) -> str:
+    """Two lines: where the files were looked for and fetched from, then every way to fix it."""
+    dirs = ", ".join(map(str, candidate_dirs(dataset)))
     return (
-        f"Dataset {dataset!r} not found. Looked for {list(SOURCES[dataset].files)} in:\n{dirs}\n"
-        f"and could not download it ({reason}) from:\n{urls}\n"
+        f"Dataset {dataset!r} ({', '.join(SOURCES[dataset].files)}) is not in {dirs}, and its "
+        f"download from {', '.join(SOURCES[dataset].urls)} failed ({reason}).\n"
         f"Pass --data-dir, set ${ENV_VAR}, put the files in {cache_dir(dataset)}"
         + (", or install Debian's dataset-fashion-mnist" if dataset == "fashion_mnist" else "")
         + "."
@@ -313,7 +313,7 @@ def load(dataset: str, data_dir: str | None = None) -> ImageDataset:
         try:
             paths = fetch(dataset)
         except (urllib.error.URLError, OSError) as e:
-            raise DatasetNotFoundError(_not_found_message(dataset, data_dir, e)) from e
+            raise DatasetNotFoundError(_not_found_message(dataset, e)) from e
     if SOURCES[dataset].format == "idx":
         images = [read_idx(paths[n], 3)[..., None] for n in _IDX_FILES[::2]]
         labels = [read_idx(paths[n], 1) for n in _IDX_FILES[1::2]]
