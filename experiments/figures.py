@@ -154,3 +154,23 @@ def clip_fraction_by_kind(experiment: Experiment, results: Sequence[Result],
     axes[0][-1].legend(fontsize=8)
     fig.suptitle("Which parameters AGC clips")
     return _save(fig, figures_dir / f"{experiment.name}_clip_by_param.png")
+
+
+def clip_fraction_curves(experiment: Experiment, results: Sequence[Result],
+                         figures_dir: pathlib.Path) -> list[pathlib.Path]:
+    """AGC's fraction of clipped units over training, one line per run with AGC (seed 0)."""
+    fig = Figure(figsize=(6, 3.8))
+    ax = fig.subplots()
+    for result in results:
+        records = [r for r in result.trials[0].train
+                   if math.isfinite(number(r.get("clip_fraction")))]
+        if records:
+            ax.plot([r["step"] for r in records], [r["clip_fraction"] for r in records],
+                    label=result.labels[experiment.report.legend])
+    if not ax.lines:  # No run of the grid used AGC.
+        return []
+    ax.set(xlabel="step", ylabel="fraction of units clipped", ylim=(-0.03, 1.03),
+           title="AGC's clip fraction")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, figures_dir / f"{experiment.name}_clip_fraction.png")

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from experiments import catalog, cli, figures, nf_resnet, report, runner
+from experiments import catalog, cli, figures, nf_resnet, report, runner, vit
 from experiments.spec import Experiment, Report, Run, Trial
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -114,7 +114,7 @@ def test_unknown_run_name_is_rejected(tmp_path):
 
 def test_every_named_experiment_is_well_formed():
     assert catalog.EXPERIMENTS  # names are unique, so none was shadowed
-    assert len(catalog.EXPERIMENTS) == len(nf_resnet.EXPERIMENTS)
+    assert len(catalog.EXPERIMENTS) == len(nf_resnet.EXPERIMENTS) + len(vit.EXPERIMENTS)
     for name, experiment in catalog.EXPERIMENTS.items():
         assert experiment.name == name
         names = [trial.name for trial in experiment.all_trials()]
