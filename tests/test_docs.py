@@ -38,6 +38,8 @@ PAGES = sorted(
 RUN_ELSEWHERE = {
     "docs/guides/scaling_out.md": "tests/test_sharding.py, on 8 simulated devices",
 }
+# Pages whose blocks train a model (seconds to a minute): marked slow like every training test.
+TRAINS = {"docs/examples/nf_resnet.md"}
 SKIP_MARK = 'title="not run'
 FENCE = re.compile(
     r"^(?P<indent>[ \t]*)```(?P<info>[^\n`]*)\n(?P<code>.*?)^(?P=indent)```[ \t]*$",
@@ -58,7 +60,9 @@ def fenced_blocks(page: str, language: str) -> list[tuple[int, str, str]]:
     return blocks
 
 
-@pytest.mark.parametrize("page", PAGES)
+@pytest.mark.parametrize(
+    "page", [pytest.param(p, marks=pytest.mark.slow) if p in TRAINS else p for p in PAGES]
+)
 def test_python_blocks_run(page: str, monkeypatch: pytest.MonkeyPatch) -> None:
     blocks = fenced_blocks(page, "python")
     if page in RUN_ELSEWHERE:
