@@ -9,9 +9,10 @@ import json
 
 import jax.numpy as jnp
 import pytest
+from flax import nnx
 
 import agc_optax
-from examples.common import datasets, flags, runs
+from examples.common import datasets, errors, flags, runs
 from examples.vit import configs, main, train
 
 # 1024 training examples in batches of 64: 16 steps per epoch.
@@ -68,3 +69,16 @@ def test_agc_units_flag_picks_the_rule(units, query, out):
     rule = train.unit_axes(config) or agc_optax.default_unit_axes
     assert rule("blocks/0/attention/query/kernel", jnp.zeros((32, 2, 16))) == query
     assert rule("blocks/0/attention/out/kernel", jnp.zeros((2, 16, 32))) == out
+
+
+def test_a_model_whose_patches_do_not_tile_the_images_is_a_user_error():
+    config = dataclasses.replace(configs.get_config("cpu"), dataset="cifar10")  # 7 ∤ 32
+    with pytest.raises(errors.UserError, match=r"--model vit_cpu .* pick one of \['vit_small'\]"):
+        train.create_model(config, 10, 3, nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("name", ["b1", "b2"])
+def test_adam_decays_outside_zero_one_are_user_errors(name):
+    config = dataclasses.replace(configs.get_config("smoke"), **{name: 1.0})
+    with pytest.raises(errors.UserError, match=f"--{name} 1.0"):
+        train.create_optimizer(config, 10, 5)

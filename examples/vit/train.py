@@ -14,8 +14,8 @@ from typing import Any
 import optax
 from flax import nnx
 
+from examples.common import errors, trainer
 from examples.common import state as state_lib
-from examples.common import trainer
 from examples.vit import models, optim
 from examples.vit.configs import TrainConfig
 
@@ -26,11 +26,23 @@ NUM_CLASSES = 10  # Of every dataset above.
 
 def create_model(config: TrainConfig, num_classes: int, in_features: int,
                  rngs: nnx.Rngs) -> models.ViT:
-    """Builds the configured ViT (float32 parameters, configured compute dtype)."""
+    """Builds the configured ViT (float32 parameters, configured compute dtype).
+
+    Raises:
+      UserError: the model's patches do not tile the dataset's images.
+    """
     if config.model not in models.VARIANTS:
         raise ValueError(f"Unknown model {config.model!r}; choose from {sorted(models.VARIANTS)}.")
+    side = IMAGE_SHAPES[config.dataset][0]
+    if side % models.VARIANTS[config.model].patch_size:
+        tiling = sorted(name for name, spec in models.VARIANTS.items()
+                        if side % spec.patch_size == 0)
+        raise errors.UserError(
+            f"--model {config.model} cuts images into "
+            f"{models.VARIANTS[config.model].patch_size}-pixel patches, which do not tile "
+            f"{config.dataset}'s {side}×{side} images; pick one of {tiling}.")
     return models.ViT(
-        models.VARIANTS[config.model], num_classes, image_size=IMAGE_SHAPES[config.dataset][0],
+        models.VARIANTS[config.model], num_classes, image_size=side,
         in_features=in_features, dropout_rate=config.dropout_rate,
         dtype=state_lib.compute_dtype(config.dtype), rngs=rngs,
     )
@@ -49,7 +61,16 @@ def unit_axes(config: TrainConfig) -> Any:
 
 def create_optimizer(config: TrainConfig, total_steps: int, steps_per_epoch: int
                      ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """AdamW with the configured clipping (:func:`examples.vit.optim.create_optimizer`)."""
+    """AdamW with the configured clipping (:func:`examples.vit.optim.create_optimizer`).
+
+    Raises:
+      UserError: ``--b1`` or ``--b2`` is outside [0, 1).
+    """
+    for name in ("b1", "b2"):
+        value = getattr(config, name)
+        if not 0 <= value < 1:
+            raise errors.UserError(f"--{name} {value}: AdamW's moment decay must be in [0, 1) "
+                                   "(optax's defaults: --b1 0.9 --b2 0.999).")
     rule = unit_axes(config) if config.clipping > 0 else None
     return optim.create_optimizer(config, total_steps, steps_per_epoch, rule)
 
