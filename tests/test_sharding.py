@@ -81,6 +81,8 @@ def test_sharded_benchmark_smoke(tmp_path: Path) -> None:
         assert row["status"] == "ok", row
         assert row["all_gathers"] == 0 and set(row["collectives"]) <= {"all-reduce"}, row
         assert row["sharding_kept"] and row["max_relative_error"] <= 1e-6, row
-        # Norm arrays only: far less than the parameters each device holds.
-        assert row["bytes_across_devices"] < row["param_bytes_per_device"] / 2, row
+        # Norm arrays only: less than the parameters each device holds, though counted
+        # from the HLO they include the overflow branch's two norm arrays per leaf,
+        # which move only in a step where a sum of squares overflowed.
+        assert row["bytes_across_devices"] < row["param_bytes_per_device"], row
     assert "layout" in child.stdout and "bytes/device" in child.stdout
