@@ -22,7 +22,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from examples.common import datasets, runs, workdir
+from examples.common import checkpointing, datasets, runs, workdir
 from examples.common.errors import UserError
 from examples.nf_resnet import configs, main, train
 
@@ -259,3 +259,15 @@ def test_a_failed_checkpoint_write_is_an_error_at_that_step(tmp_path, monkeypatc
         train.train_and_evaluate(TINY, tmp_path)
     # Raised at step 8's save: no training step ran after it.
     assert runs.read_run(tmp_path).records[-1]["step"] == 8
+
+
+def test_a_writing_checkpointer_deletes_unfinished_writes_and_a_reader_does_not(tmp_path):
+    unfinished = tmp_path / "16.orbax-checkpoint-tmp-1700000000"
+    (unfinished / "state").mkdir(parents=True)
+    checkpointing.Checkpointer(tmp_path, read_only=True).close()
+    assert unfinished.exists()  # `evaluate` may read a directory a trainer still writes.
+    writer = checkpointing.Checkpointer(tmp_path)  # Cleans up before its first save.
+    assert writer.latest_step() is None  # An unfinished write is never restored.
+    writer.save(8, {"x": np.zeros(3, np.float32)}, {"position": 8})
+    writer.close()
+    assert not unfinished.exists() and writer.all_steps() == [8]

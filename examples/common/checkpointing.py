@@ -17,8 +17,9 @@ class Checkpointer:
       read_only: only restore (no saves, no clean-up); for reading a run's directory while
         its trainer may still write to it.
 
-    A writing checkpointer deletes the temporary directories of writes that never finished
-    (a process killed mid-save), so the newest complete checkpoint is the one restored.
+    Orbax never restores a write that did not finish (a process killed mid-save leaves a
+    temporary directory, renamed only when complete); a writing checkpointer deletes such
+    directories before its first save.
     """
 
     def __init__(self, directory: pathlib.Path, max_to_keep: int = 2, read_only: bool = False):
