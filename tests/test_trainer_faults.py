@@ -1,6 +1,7 @@
 """The trainer under faults and mistakes: bad flags, reused work directories, signals, disks.
 
-Needs Fashion-MNIST (Debian's dataset-fashion-mnist, $AGC_OPTAX_DATA or the cache).
+The tests that train or read the data need Fashion-MNIST (Debian's dataset-fashion-mnist,
+$AGC_OPTAX_DATA or the cache).
 Processes are started and signalled for real: SIGTERM as a scheduler sends it, kill -9
 while a checkpoint is being written.
 """
@@ -35,7 +36,7 @@ TINY_FLAGS = ["--preset", "smoke", "--train-examples", "512", "--test-examples",
               "--batch-size", "64", "--eval-batch-size", "250", "--steps", "24",
               "--log-every-steps", "4"]
 
-pytestmark = pytest.mark.skipif(FASHION is None, reason="Fashion-MNIST is not installed")
+needs_data = pytest.mark.skipif(FASHION is None, reason="Fashion-MNIST is not installed")
 
 
 def final_params(run_dir: pathlib.Path) -> list[np.ndarray]:
@@ -85,6 +86,7 @@ def truncated_fashion_mnist(tmp_path: pathlib.Path) -> str:
     return str(data_dir)
 
 
+@needs_data
 @pytest.mark.parametrize(("flags", "expected"), [
     (["--batch-size", "0"], "--batch-size 0: must be at least 1"),
     (["--batch-size", "-8"], "--batch-size -8: must be at least 1"),
@@ -132,6 +134,7 @@ def test_a_bad_flag_value_is_two_lines_not_the_whole_usage(capsys):
 
 # --- one run per work directory ------------------------------------------------------------
 
+@needs_data
 @pytest.mark.slow
 def test_a_work_directory_holding_a_run_is_refused_resumed_or_overwritten(tmp_path, capfd):
     run_dir = tmp_path / "run"
@@ -181,6 +184,7 @@ def test_an_unwritable_metrics_file_on_resume_is_a_user_error(tmp_path, monkeypa
 
 # --- signals and failed writes -------------------------------------------------------------
 
+@needs_data
 @pytest.mark.slow
 def test_sigterm_checkpoints_the_current_step_and_resume_ends_bit_identical(
         tmp_path, uninterrupted):
@@ -223,6 +227,7 @@ handler.JsonCheckpointHandler._save_fn = save_fn
 """
 
 
+@needs_data
 @pytest.mark.slow
 def test_kill_9_during_a_checkpoint_write_resumes_from_the_last_complete_one(
         tmp_path, uninterrupted):
@@ -246,6 +251,7 @@ def test_kill_9_during_a_checkpoint_write_resumes_from_the_last_complete_one(
     assert not [p for p in (run_dir / "checkpoints").iterdir() if "tmp" in p.name]
 
 
+@needs_data
 @pytest.mark.slow
 def test_a_failed_checkpoint_write_is_an_error_at_that_step(tmp_path, monkeypatch):
     from orbax.checkpoint._src.handlers import json_checkpoint_handler as handler

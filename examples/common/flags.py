@@ -17,6 +17,8 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from examples.common import errors, workdir
+
 
 class Options(typing.NamedTuple):
     """The flags that are not config fields."""
@@ -106,8 +108,8 @@ def build_parser(config: Any, *, prog: str, description: str,
                         help="output directory (default: runs/<preset>)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --workdir from its newest checkpoint (its "
-                             "settings must match, except --microbatch-size, --data-dir, "
-                             "--eval-batch-size and --log-every-steps)")
+                             "settings must match, except "
+                             + ", ".join(map(errors.flag, workdir.EXECUTION_ONLY)) + ")")
     parser.add_argument("--overwrite", action="store_true",
                         help="delete the run already in --workdir (its checkpoints, metrics, "
                              "summary and config) before starting")
