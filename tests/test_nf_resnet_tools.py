@@ -54,7 +54,9 @@ def test_every_config_field_has_a_documented_flag_showing_the_presets_value(caps
 
 def test_field_docs_read_every_base_class_and_let_subclasses_win():
     docs = flags.field_docs(configs.TrainConfig)
-    assert docs["model"] == "the NF-ResNet variant (``models.VARIANTS``)."
+    assert docs["model"] == ("the variant (``models.VARIANTS``): ``nf_resnet_<size>`` an "
+                             "NF-ResNet, ``bn_resnet_<size>`` the BatchNorm ResNet with the "
+                             "same layout.")  # TrainConfig's two lines, not LoopConfig's.
     assert docs["seed"].startswith("seeds initialisation")  # from the shared LoopConfig
     assert docs["microbatch_size"].endswith("at once; ``None``: no split).")  # joined lines
 
