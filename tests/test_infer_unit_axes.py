@@ -377,15 +377,15 @@ def test_agc_with_inferred_axes_matches_the_float64_reference():
     assert isinstance(tx, optax.GradientTransformation)
 
 
-def test_the_units_guide_shows_real_output():
-    """Every ``text`` block of docs/guides/units.md is what its python blocks print."""
-    page = "docs/guides/units.md"
+@pytest.mark.parametrize(("page", "tables"), [("docs/guides/units.md", 3), ("README.md", 1)])
+def test_the_units_tables_shown_are_real_output(page, tables):
+    """Every ``text`` block of the page is what its python blocks print."""
     out = io.StringIO()
     namespace: dict = {}
     with contextlib.redirect_stdout(out):
         for _, _, code in fenced_blocks(page, "python"):
             exec(compile(code, page, "exec"), namespace)
     shown = [code.strip() for _, _, code in fenced_blocks(page, "text")]
-    assert len(shown) == 3
+    assert len(shown) == tables
     for text in shown:
         assert text in out.getvalue()
