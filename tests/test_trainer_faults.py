@@ -23,7 +23,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from examples.common import checkpointing, datasets, runs, workdir
+from examples.common import checkpointing, datasets, runs, trainer, workdir
 from examples.common.errors import UserError
 from examples.nf_resnet import configs, main, train
 
@@ -130,6 +130,13 @@ def test_a_bad_flag_value_is_two_lines_not_the_whole_usage(capsys):
     assert capsys.readouterr().err.splitlines() == [
         f"{main.PROG}: error: argument --batch-size: invalid int value: 'abc'",
         f"(see {main.PROG} --help)"]
+
+
+def test_logs_show_a_work_directory_relative_to_the_current_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert trainer.shown_path(tmp_path / "runs" / "a") == "runs/a"
+    outside = tmp_path.parent / "elsewhere"
+    assert trainer.shown_path(outside) == str(outside)
 
 
 # --- one run per work directory ------------------------------------------------------------

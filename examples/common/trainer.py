@@ -300,7 +300,7 @@ def train_and_evaluate(family: ModelFamily, config: LoopConfig, workdir: str | p
     is_main = jax.process_index() == 0
     if is_main:
         workdir_lib.prepare(workdir, config, resume=resume, overwrite=overwrite)
-        logging.info("Outputs go to %s", workdir)
+        logging.info("Outputs go to %s", shown_path(workdir))
     setup = set_up(family, config)
     if is_main:
         workdir_lib.write_config(workdir, config)
@@ -343,8 +343,20 @@ def train_and_evaluate(family: ModelFamily, config: LoopConfig, workdir: str | p
     summary = make_summary(config, status, state, throughput, time.monotonic() - wall_start)
     if is_main:
         (workdir / runs.SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
-        logging.info("Outputs are in %s", workdir)
+        logging.info("Outputs are in %s", shown_path(workdir))
     return summary
+
+
+def shown_path(path: pathlib.Path) -> str:
+    """``path`` as logs show it: relative to the working directory when inside it.
+
+    Run logs are committed with the experiments (``docs/runs``); a relative path keeps the
+    machine's own directories out of them, and is what the user typed from the repository root.
+    """
+    try:
+        return str(path.relative_to(pathlib.Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def describe_run(config: LoopConfig, state: TrainState, total_steps: int,
