@@ -1,6 +1,7 @@
 """The NF-ResNet example's command line, plotting command and train-step benchmark."""
 
 import dataclasses
+import importlib
 import json
 import pathlib
 import subprocess
@@ -156,3 +157,12 @@ def test_the_run_reader_splits_records_and_tells_unfinished_and_foreign_director
         tmp_path / "a")
     with pytest.raises(FileNotFoundError, match="not a run directory"):
         runs.read_run(tmp_path)
+
+
+@pytest.mark.parametrize("family", ["nf_resnet", "vit"])
+def test_every_preset_loads_and_an_unknown_one_is_named(family):
+    configs = importlib.import_module(f"examples.{family}.configs")
+    for preset in configs.PRESETS:
+        assert isinstance(configs.get_config(preset), configs.TrainConfig)
+    with pytest.raises(ValueError, match=r"Unknown preset 'tiny'; choose from \('smoke'"):
+        configs.get_config("tiny")

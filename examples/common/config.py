@@ -1,6 +1,7 @@
 """The configuration fields the shared trainer reads; each family's config extends it."""
 
 import dataclasses
+import importlib
 
 from examples.common import datasets
 
@@ -65,3 +66,22 @@ class LoopConfig:
     eval_batch_size: int = 1000
     log_every_steps: int = 50
     seed: int = 0
+
+
+def load_preset(package: str, presets: tuple[str, ...], preset: str) -> LoopConfig:
+    """Returns preset ``preset`` of a family: ``get_config()`` of module ``package.preset``.
+
+    Args:
+      package: the family's presets package, e.g. ``"examples.vit.configs"``.
+      presets: the names of its presets (one module each).
+      preset: the one to load.
+
+    Returns:
+      The preset's configuration.
+
+    Raises:
+      ValueError: ``preset`` is not one of ``presets``.
+    """
+    if preset not in presets:
+        raise ValueError(f"Unknown preset {preset!r}; choose from {presets}.")
+    return importlib.import_module(f"{package}.{preset}").get_config()

@@ -1,7 +1,6 @@
 """Training presets of the ViT example, one module per preset; each defines ``get_config()``."""
 
-import importlib
-
+from examples.common.config import load_preset
 from examples.vit.configs.base import TrainConfig
 
 PRESETS = ("smoke", "cpu", "gpu")
@@ -16,9 +15,7 @@ def get_config(preset: str) -> TrainConfig:
     Returns:
       The preset's configuration.
     """
-    if preset not in PRESETS:
-        raise ValueError(f"Unknown preset {preset!r}; choose from {PRESETS}.")
-    return importlib.import_module(f"examples.vit.configs.{preset}").get_config()
+    return load_preset(__name__, PRESETS, preset)
 
 
 __all__ = ["PRESETS", "TrainConfig", "get_config"]
