@@ -67,7 +67,7 @@ def curves_by_batch(experiment: Experiment, results: Sequence[Result],
                     figures_dir: pathlib.Path) -> list[pathlib.Path]:
     """Per batch size: test accuracy and training loss of every run."""
     batches = sorted({r.labels["batch_size"] for r in results})
-    fig = Figure(figsize=(4.2 * len(batches), 7))
+    fig = Figure(figsize=(max(4.2 * len(batches), 8.4), 7))  # Wide enough for the title.
     axes = fig.subplots(2, len(batches), squeeze=False)
     for column, batch in enumerate(batches):
         ax_acc, ax_loss = axes[0][column], axes[1][column]
