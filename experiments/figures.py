@@ -49,7 +49,8 @@ def _seeds_note(results: Sequence[Result]) -> str:
 def curves(experiment: Experiment, results: Sequence[Result],
            figures_dir: pathlib.Path) -> list[pathlib.Path]:
     """Test accuracy and training loss of every run, side by side."""
-    fig = Figure(figsize=(11, 4))
+    many = len(results) > 4  # Then one legend, outside the panels, so it hides no curve.
+    fig = Figure(figsize=(14 if many else 11, 4))
     ax_acc, ax_loss = fig.subplots(1, 2)
     for result in results:
         _plot_curves(ax_acc, ax_loss, result, result.labels[experiment.report.legend])
@@ -57,7 +58,10 @@ def curves(experiment: Experiment, results: Sequence[Result],
     ax_loss.set(xlabel="step", ylabel="training loss", title="Training loss", yscale="log")
     for ax in (ax_acc, ax_loss):
         ax.grid(alpha=0.3)
-        ax.legend()
+        if not many:
+            ax.legend()
+    if many:
+        ax_loss.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     if experiment.title or _seeds_note(results):
         fig.suptitle((experiment.title or experiment.name) + _seeds_note(results))
     return _save(fig, figures_dir / f"{experiment.name}.png")
