@@ -143,19 +143,29 @@ def clip_fraction_by_kind(experiment: Experiment, results: Sequence[Result],
     fig = Figure(figsize=(3.6 * len(kinds), 3.4))
     axes = fig.subplots(1, len(kinds), squeeze=False)
     legend = experiment.report.legend
+    run_names = dict.fromkeys(result.run.name for result, _ in by_kind)
+    colours = {name: f"C{i}" for i, name in enumerate(run_names)}
     for ax, kind in zip(axes[0], kinds, strict=True):
         labelled = set()
         for result, trial in by_kind:
             records = [rec for rec in trial.train
                        if (rec.get("clip_fraction_by_param") or {}).get(kind) is not None]
-            label = None if result.run.name in labelled else result.labels[legend]
+            if not records:
+                continue
+            first = result.run.name not in labelled  # The run's first seed: its legend entry.
             labelled.add(result.run.name)
             ax.plot([rec["step"] for rec in records],
-                    [rec["clip_fraction_by_param"][kind] for rec in records], label=label)
+                    [rec["clip_fraction_by_param"][kind] for rec in records],
+                    color=colours[result.run.name], alpha=1.0 if first else 0.45,
+                    label=result.labels[legend] if first else None)
         ax.set(title=kind, xlabel="step", ylim=(-0.03, 1.03))
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("fraction of units clipped\n(mean over leaves of that kind)")
-    axes[0][-1].legend(fontsize=8)
+    entries = {}  # One entry per run, whichever panels it appears in.
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    axes[0][-1].legend(list(entries.values()), list(entries), fontsize=8)
     fig.suptitle("Which parameters AGC clips")
     return _save(fig, figures_dir / f"{experiment.name}_clip_by_param.png")
 
