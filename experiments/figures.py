@@ -12,6 +12,7 @@ import pathlib
 import statistics
 from collections.abc import Sequence
 
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from experiments.report import Result, number
@@ -42,6 +43,30 @@ def _plot_curves(ax_acc, ax_loss, result: Result, label: str) -> None:
             ax_loss.plot(*finite[-1], marker="x", markersize=10, color=color)
 
 
+def _use_distinct_colors(axes: Sequence, count: int) -> None:
+    """Gives more than 10 runs 20 distinct colours (matplotlib's default cycle has 10)."""
+    if count > 10:
+        for ax in axes:
+            ax.set_prop_cycle(color=colormaps["tab20"].colors)
+
+
+def _final_evals_only(results: Sequence[Result]) -> bool:
+    """Whether every trial was evaluated once, at its end (a curve would be one point)."""
+    return all(len(trial.evals) <= 1 for result in results for trial in result.trials)
+
+
+def _plot_final_accuracy(ax, results: Sequence[Result], labels: Sequence[str]) -> None:
+    """Final test accuracy per run: one dot per seed, a bar at their mean, in the run's colour."""
+    for x, result in enumerate(results):
+        accuracies = [number(t.evals[-1]["test_accuracy"]) for t in result.trials if t.evals]
+        if not accuracies:
+            continue
+        (dots,) = ax.plot([x] * len(accuracies), accuracies, "o", markersize=4, alpha=0.7)
+        ax.hlines(statistics.fmean(accuracies), x - 0.3, x + 0.3, color=dots.get_color())
+    ax.set_xticks(range(len(results)), labels, rotation=30, ha="right", fontsize=8)
+    ax.set(ylabel="final test accuracy", title="Fashion-MNIST test accuracy (bar: mean)")
+
+
 def _seeds_note(results: Sequence[Result]) -> str:
     return " (lighter: other seeds)" if any(len(r.trials) > 1 for r in results) else ""
 
@@ -52,9 +77,16 @@ def curves(experiment: Experiment, results: Sequence[Result],
     many = len(results) > 4  # Then one legend, outside the panels, so it hides no curve.
     fig = Figure(figsize=(14 if many else 11, 4))
     ax_acc, ax_loss = fig.subplots(1, 2)
-    for result in results:
-        _plot_curves(ax_acc, ax_loss, result, result.labels[experiment.report.legend])
-    ax_acc.set(xlabel="step", ylabel="test accuracy", title="Fashion-MNIST test accuracy")
+    labels = [result.labels[experiment.report.legend] for result in results]
+    _use_distinct_colors((ax_acc, ax_loss), len(results))
+    for result, label in zip(results, labels, strict=True):
+        _plot_curves(ax_acc, ax_loss, result, label)
+    if _final_evals_only(results):
+        ax_acc.clear()
+        _use_distinct_colors((ax_acc,), len(results))
+        _plot_final_accuracy(ax_acc, results, labels)
+    else:
+        ax_acc.set(xlabel="step", ylabel="test accuracy", title="Fashion-MNIST test accuracy")
     ax_loss.set(xlabel="step", ylabel="training loss", title="Training loss", yscale="log")
     for ax in (ax_acc, ax_loss):
         ax.grid(alpha=0.3)
