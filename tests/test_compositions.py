@@ -46,6 +46,24 @@ def test_with_agc_is_chain(tree):
     assert_tree_close(updates, want)
 
 
+def test_with_agc_after_clips_the_optimizers_updates(tree):
+    # After SGD(0.5) the update is -0.5·g: each unit of it is clipped to λ·max(‖W_i‖, ε), so
+    # it is -0.5·g where 0.5·‖g_i‖ is within the bound (not where ‖g_i‖ is, as before SGD).
+    params, grads = tree
+    transform = with_agc(optax.sgd(0.5), 0.02, placement="after")
+    updates, _ = jax.jit(transform.update)(grads, transform.init(params), params)
+    half_steps = jax.tree.map(lambda g: -0.5 * np.asarray(g, np.float64), grads)
+    assert_tree_close(updates, reference_tree(half_steps, params, 0.02))
+    before = with_agc(optax.sgd(0.5), 0.02)
+    before_updates, _ = jax.jit(before.update)(grads, before.init(params), params)
+    assert not np.allclose(before_updates["body"]["kernel"], updates["body"]["kernel"])
+
+
+def test_with_agc_rejects_an_unknown_placement():
+    with pytest.raises(ValueError, match="placement must be 'before'.*'after'.*got 'middle'"):
+        with_agc(optax.sgd(0.1), 0.01, placement="middle")
+
+
 def test_masked_clips_only_the_masked_in_leaves(tree):
     params, grads = tree
     mask = {"body": {"kernel": True}, "head": {"kernel": False}}

@@ -131,13 +131,11 @@ def create_optimizer(config: Any, total_steps: int, steps_per_epoch: int,
                                    steps_per_epoch)
     adamw = optax.adamw(schedule, b1=config.b1, b2=config.b2,
                         weight_decay=config.weight_decay, mask=optim.kernel_mask)
-    before = []
+    optimizer = adamw
     if config.clip_global_norm > 0:
-        before.append(optax.clip_by_global_norm(config.clip_global_norm))
+        optimizer = optax.chain(optax.clip_by_global_norm(config.clip_global_norm), adamw)
     if config.clipping <= 0:
-        return optax.chain(*before, adamw), schedule
-    agc = agc_optax.agc(config.clipping, config.agc_eps, unit_axes=unit_axes,
-                        exclude=agc_exclude(config), track_stats=True)
-    if config.agc_placement == "before":
-        return optax.chain(agc, *before, adamw), schedule
-    return optax.chain(*before, adamw, agc), schedule
+        return optimizer, schedule
+    return agc_optax.with_agc(optimizer, config.clipping, config.agc_eps,
+                              placement=config.agc_placement, unit_axes=unit_axes,
+                              exclude=agc_exclude(config), track_stats=True), schedule
