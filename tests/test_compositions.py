@@ -60,7 +60,7 @@ def test_with_agc_after_clips_the_optimizers_updates(tree):
 
 
 def test_with_agc_rejects_an_unknown_placement():
-    with pytest.raises(ValueError, match="placement must be 'before'.*'after'.*got 'middle'"):
+    with pytest.raises(ValueError, match=r"placement must be 'before'.*'after'.*got 'middle'"):
         with_agc(optax.sgd(0.1), 0.01, placement="middle")
 
 

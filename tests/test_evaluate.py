@@ -40,3 +40,23 @@ def test_evaluating_a_directory_without_a_run_is_a_user_error(tmp_path, capsys):
     assert capsys.readouterr().err.splitlines() == [
         f"error: --workdir {tmp_path} holds no config.json: pass the --workdir of a "
         "training run."]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(datasets.locate("fashion_mnist") is None,
+                    reason="Fashion-MNIST is not installed")
+def test_a_restored_vit_run_reports_and_predicts_its_test_accuracy(tmp_path, capsys):
+    from examples.vit import configs as vit_configs
+    from examples.vit import evaluate as vit_evaluate
+    from examples.vit import train as vit_train
+
+    config = dataclasses.replace(vit_configs.get_config("smoke"), train_examples=256,
+                                 test_examples=200, batch_size=64, eval_batch_size=100, steps=4,
+                                 log_every_steps=4)
+    summary = vit_train.train_and_evaluate(config, tmp_path)
+    assert vit_evaluate.main(["--workdir", str(tmp_path)]) == 0
+    assert f"step 4: test_accuracy={summary['final_test_accuracy']:.4f}" in capsys.readouterr().out
+    trained = vit_evaluate.load(tmp_path)
+    predicted = np.argmax(np.asarray(trained.predict(trained.setup.data.test_images)), axis=-1)
+    assert np.mean(predicted == trained.setup.data.test_labels) == pytest.approx(
+        summary["final_test_accuracy"])

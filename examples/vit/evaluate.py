@@ -1,0 +1,36 @@
+"""Evaluates a trained ViT run's checkpoint on the test set.
+
+Run it from the repository root::
+
+    python -m examples.vit.evaluate --workdir runs/vit_smoke
+    python -m examples.vit.evaluate --workdir runs/vit_smoke --all-test-examples
+
+In Python, :func:`load` returns the trained model (see
+:class:`examples.common.evaluation.TrainedModel`) for prediction.
+"""
+
+import pathlib
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from examples.common import evaluation
+from examples.vit.configs import TrainConfig
+from examples.vit.train import FAMILY
+
+PROG = "python -m examples.vit.evaluate"
+
+
+def load(workdir: str | pathlib.Path, step: int | None = None,
+         **overrides: Any) -> evaluation.TrainedModel:
+    """Restores a ViT run; see :func:`examples.common.evaluation.load`."""
+    return evaluation.load(FAMILY, TrainConfig, workdir, step, **overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parses the flags, restores the checkpoint, prints its test accuracy."""
+    return evaluation.main(argv, prog=PROG, family=FAMILY, config_class=TrainConfig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
