@@ -8,6 +8,7 @@ with 28 steps), so a larger batch also sees more data.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 from experiments import figures
@@ -52,6 +53,18 @@ def batch_by_clipping(batches: Sequence[int], clippings: Sequence[float],
                  for batch in batches for clipping in clippings)
 
 
+def with_seeds(runs: Sequence[Run], names: Sequence[str], seeds: Sequence[int]) -> tuple[Run, ...]:
+    """``runs`` with the named ones repeated over ``seeds`` (the headline rows of a grid)."""
+    missing = set(names) - {run.name for run in runs}
+    if missing:
+        raise ValueError(f"with_seeds: no run named {sorted(missing)}")
+    return tuple(dataclasses.replace(run, seeds=tuple(seeds)) if run.name in names else run
+                 for run in runs)
+
+
+# The batch-4096 pair the README reads as "AGC trains where no clipping diverges".
+HEADLINE_4096 = ("batch4096_none", "batch4096_clip0.01")
+
 WITH_WITHOUT_AGC = Experiment(
     name="with_without_agc",
     question="Same NF-ResNet and schedule with AGC (head excluded), with no clipping, "
@@ -76,8 +89,10 @@ LARGE_BATCH = Experiment(
              "size, with AGC (λ=0.04) and without clipping.",
     preset="cpu",
     common_flags=LARGE_BATCH_BUDGET,
-    runs=batch_by_clipping(sorted(BATCH_SIZES, reverse=True), (0.04, 0.0),
-                           lambda batch, clip: f"batch{batch}_{'agc' if clip else 'none'}"),
+    runs=with_seeds(
+        batch_by_clipping(sorted(BATCH_SIZES, reverse=True), (0.04, 0.0),
+                          lambda batch, clip: f"batch{batch}_{'agc' if clip else 'none'}"),
+        HEADLINE_4096[:1], SEEDS),
     report=Report(figures=(figures.curves_by_batch,), columns=("batch_size", "clip")),
 )
 
@@ -87,8 +102,9 @@ CLIPPING_SWEEP = Experiment(
              "λ ∈ {0.01 … 0.32} × batch sizes {256, 1024, 4096}.",
     preset="cpu",
     common_flags=(*LARGE_BATCH_BUDGET, "--log-every-steps", "5"),
-    runs=batch_by_clipping(BATCH_SIZES, CLIPPINGS,
-                           lambda batch, clip: f"batch{batch}_clip{clip:g}"),
+    runs=with_seeds(batch_by_clipping(BATCH_SIZES, CLIPPINGS,
+                                      lambda batch, clip: f"batch{batch}_clip{clip:g}"),
+                    HEADLINE_4096[1:], SEEDS),
     report=Report(figures=(figures.accuracy_heat_map, figures.clip_fraction_by_batch),
                   columns=("batch_size", "clip")),
 )
