@@ -169,6 +169,21 @@ def test_a_work_directory_holding_a_run_is_refused_resumed_or_overwritten(tmp_pa
     assert json.loads((run_dir / "config.json").read_text())["seed"] == 1
 
 
+@needs_data
+@pytest.mark.slow
+def test_a_batch_norm_run_resumes_only_with_its_own_microbatch_split(tmp_path, capfd):
+    # BatchNorm normalizes each microbatch on its own: the split is part of what is computed.
+    run_dir = tmp_path / "run"
+    flags = [*TINY_FLAGS, "--model", "bn_resnet_nano", "--steps", "4", "--workdir", str(run_dir)]
+    assert main.main(flags) == 0
+    capfd.readouterr()
+    assert main.main([*flags, "--resume", "--microbatch-size", "32"]) == 2
+    err = capfd.readouterr().err.splitlines()
+    assert err[-1].startswith(f"error: --resume: {run_dir} holds a run with other settings "
+                              "(--microbatch-size None -> 32). This model normalizes each")
+    assert main.main([*flags, "--resume", "--log-every-steps", "2"]) == 0
+
+
 def test_an_unwritable_metrics_file_on_resume_is_a_user_error(tmp_path, monkeypatch, capsys):
     run_dir = tmp_path / "run"
     run_dir.mkdir()

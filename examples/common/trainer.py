@@ -302,6 +302,8 @@ def train_and_evaluate(family: ModelFamily, config: LoopConfig, workdir: str | p
         workdir_lib.prepare(workdir, config, resume=resume, overwrite=overwrite)
         logging.info("Outputs go to %s", shown_path(workdir))
     setup = set_up(family, config)
+    if is_main and resume and jax.tree.leaves(setup.state.model_state):
+        workdir_lib.check_batch_statistics_resume(workdir, config)
     if is_main:
         workdir_lib.write_config(workdir, config)
     checkpointer = checkpointing.Checkpointer(workdir / workdir_lib.CHECKPOINTS)

@@ -26,6 +26,9 @@ RUN_FILES = (CONFIG, runs.METRICS, runs.SUMMARY, CHECKPOINTS)
 # data directory is where the same files are read from; evaluation batches and the
 # logging interval do not touch the training state.
 EXECUTION_ONLY = ("microbatch_size", "data_dir", "eval_batch_size", "log_every_steps")
+# Not so for a model with batch statistics: BatchNorm normalizes each microbatch on its own
+# ("ghost" batch norm), so the split changes what the run computes.
+BATCH_STATISTICS_FIELDS = ("microbatch_size",)
 
 
 def existing_run_files(workdir: pathlib.Path) -> list[str]:
@@ -108,6 +111,27 @@ def prepare(workdir: pathlib.Path, config: Any, *, resume: bool, overwrite: bool
                 f"--resume: {workdir} holds a run with other settings ({'; '.join(differences)})."
                 " Resume with its settings, or pass a new --workdir (or --overwrite).")
     _check_writable(workdir)
+
+
+def check_batch_statistics_resume(workdir: pathlib.Path, config: Any) -> None:
+    """Refuses to resume a run whose model has batch statistics with another microbatch split.
+
+    :func:`prepare` treats ``microbatch_size`` as execution-only, which holds only for
+    models without batch statistics; the trainer calls this once the model is built and
+    turns out to have some.
+
+    Raises:
+      UserError: the directory's run was made with another ``--microbatch-size``.
+    """
+    stored = stored_config(workdir) or {}
+    current = json.loads(json.dumps(dataclasses.asdict(config)))
+    differences = [f"{flag(n)} {stored.get(n)} -> {current.get(n)}"
+                   for n in BATCH_STATISTICS_FIELDS if n in stored and stored[n] != current[n]]
+    if differences:
+        raise UserError(
+            f"--resume: {workdir} holds a run with other settings ({'; '.join(differences)}). "
+            "This model normalizes each microbatch with its own batch statistics, so the split "
+            "changes the run: resume with its settings, or pass a new --workdir (or --overwrite).")
 
 
 def write_config(workdir: pathlib.Path, config: Any) -> None:
