@@ -5,20 +5,26 @@ Every trial runs its trainer as ``python -m <trainer> ...`` from the repository 
 (relative to the repository root) and labels. A trial whose directory holds a
 ``summary.json`` of an uninterrupted run is done, so an interrupted grid continues where it
 stopped (a trial's own interrupted run with ``--resume``); a done trial
-whose stored command asks for other settings than the grid now does is refused.
+whose stored command asks for other settings than the grid now does, or whose recorded
+configuration the same command no longer gives (a preset default changed), is refused.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import json
 import os
 import pathlib
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from examples.common import runs
+from examples.common import flags, runs
 from examples.common import workdir as workdir_lib
+from examples.common.config import UNUSED_WHEN_SET
+from examples.common.errors import flag as flag_name
 from experiments.spec import Experiment, Trial
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -62,21 +68,60 @@ def settings(command: Sequence[str]) -> tuple[str, dict[str, tuple[str, ...]]]:
     return module, {k: tuple(v) for k, v in flags.items() if k not in ignored}
 
 
+def command_config(command: Sequence[str]) -> Any:
+    """The configuration a trainer command would run with today: its preset plus its flags.
+
+    The family is the package of the command's module (``examples.<family>.<module>``),
+    whose ``configs`` has the presets.
+    """
+    module, *argv = command[command.index("-m") + 1:] if "-m" in command else command
+    configs = importlib.import_module(module.rsplit(".", 1)[0] + ".configs")
+    config, _ = flags.parse(argv, prog=module, description="", presets=configs.PRESETS,
+                            get_config=configs.get_config)
+    return config
+
+
+def config_drift(stored: dict[str, Any], config: Any) -> list[str]:
+    """``--flag stored -> now`` for every setting the run recorded that now means otherwise.
+
+    Fields the stored run did not record (added to the configuration later, with a default
+    that keeps the old behaviour) are not compared, nor are execution-only ones, nor those
+    another set field makes unused (``epochs`` beside ``steps``).
+    """
+    now = json.loads(json.dumps(dataclasses.asdict(config)))  # Tuples become lists.
+    names = sorted((stored.keys() & now.keys()) - set(workdir_lib.EXECUTION_ONLY))
+    unused = {name for name, setter in UNUSED_WHEN_SET.items()
+              if stored.get(setter) is not None and now.get(setter) is not None}
+    return [f"{flag_name(n)} {stored[n]} -> {now[n]}" for n in names
+            if n not in unused and stored[n] != now[n]]
+
+
 def check_same_settings(workdir: pathlib.Path, command: Sequence[str]) -> None:
     """Refuses to count a stored run as done when the grid now asks for other settings.
 
+    Two checks: the stored ``run.json`` must record the same trainer and flags, and the
+    configuration its ``summary.json`` records must be what those flags give today, so that
+    a changed preset default cannot silently change what stored runs stand for.
+
     Raises:
-      ValueError: the stored ``run.json`` records another trainer or other flags.
+      ValueError: another trainer or other flags, or a recorded setting that the same
+        command now sets otherwise.
     """
-    spec = runs.read_run(workdir).spec
-    if not spec:
+    run = runs.read_run(workdir)
+    if not run.spec:
         return
-    stored, wanted = settings(spec["command"]), settings(command)
+    stored, wanted = settings(run.spec["command"]), settings(command)
     if stored != wanted:
         raise ValueError(
-            f"{workdir} finished with {' '.join(spec['command'])}, but the experiment now runs "
+            f"{workdir} finished with {' '.join(run.spec['command'])}, but the experiment now runs "
             f"{' '.join(command[1:])}. Delete that directory to rerun it with the new "
             "flags, or restore the experiment's definition.")
+    drift = config_drift(run.config, command_config(command))
+    if drift:
+        raise ValueError(
+            f"{workdir} finished with settings that its command no longer gives "
+            f"({'; '.join(drift)}): a preset default changed. Pin the old value in the "
+            "experiment's flags, or delete that directory to rerun it.")
 
 
 def launch_subprocess(command: list[str], workdir: pathlib.Path) -> int:

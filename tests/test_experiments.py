@@ -153,6 +153,28 @@ def test_a_stored_run_with_other_flags_is_not_counted_as_done(tmp_path):
         runner.run_experiment(TINY, tmp_path, only=["agc"])
 
 
+def test_a_stored_run_whose_preset_default_changed_is_not_counted_as_done(tmp_path):
+    trial = TINY.all_trials()[0]
+    command = TINY.command(trial, "w")[1:]
+    config = dataclasses.asdict(runner.command_config(command))
+    assert config["clipping"] == 0.16 and config["steps"] == 6  # the preset plus the flags
+    fake_trial(tmp_path / "tiny" / "agc", 0.5, command=command)
+    summary_path = tmp_path / "tiny/agc/summary.json"
+    summary = json.loads(summary_path.read_text())
+
+    def stored_config(drop=(), **changes):
+        stored = {k: v for k, v in {**config, **changes}.items() if k not in drop}
+        summary_path.write_text(json.dumps({**summary, "config": stored}))
+
+    # Unused epochs (steps is set), an execution-only field, a field the run did not record:
+    stored_config(drop=("weight_decay",), epochs=99, eval_batch_size=7)
+    assert runner.run_experiment(TINY, tmp_path, only=["agc"]) == {"agc": "done"}
+    # A setting the same command now gives otherwise (e.g. the preset's weight decay changed).
+    stored_config(weight_decay=0.123)
+    with pytest.raises(ValueError, match=r"\(--weight-decay 0.123 -> .*\): a preset default"):
+        runner.run_experiment(TINY, tmp_path, only=["agc"])
+
+
 def test_flag_order_the_workdir_and_execution_only_flags_do_not_change_the_settings():
     base = ["py", "-m", "m", "--preset", "cpu", "--workdir", "/a/b", "--lr", "0.2", "--seed", "1"]
     same = ["-m", "m", "--seed", "1", "--workdir", "c", "--microbatch-size", "8", "--preset",

@@ -5,6 +5,9 @@ import importlib
 
 from examples.common import datasets
 
+# Fields a set other field makes irrelevant: ``epochs`` is unused once ``steps`` is set.
+UNUSED_WHEN_SET = {"epochs": "steps"}
+
 
 @dataclasses.dataclass(frozen=True)
 class LoopConfig:
