@@ -90,7 +90,7 @@ def curves(experiment: Experiment, results: Sequence[Result],
     ax_loss.set(xlabel="step", ylabel="training loss", title="Training loss", yscale="log")
     for ax in (ax_acc, ax_loss):
         ax.grid(alpha=0.3)
-        if not many:
+        if not many and ax.get_legend_handles_labels()[1]:  # Final accuracies have none.
             ax.legend()
     if many:
         ax_loss.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))

@@ -202,6 +202,19 @@ def test_an_incomplete_seeded_grid_reports_mean_and_std_and_marks_missing_runs(t
     assert "3 of 6 runs have not finished yet: none, none_seed1, none_seed2." in text
 
 
+def test_runs_evaluated_only_at_their_end_show_their_final_accuracy_per_run(tmp_path,
+                                                                            monkeypatch):
+    figures_drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: figures_drawn.append(fig) or [path])
+    fake_trial(tmp_path / "tiny" / "agc", 0.8)
+    fake_trial(tmp_path / "tiny" / "none", 0.6)
+    report.report_experiment(TINY, tmp_path, tmp_path / "figures")
+    accuracy = figures_drawn[0].axes[0]
+    assert [t.get_text() for t in accuracy.get_xticklabels()] == ["AGC λ=0.16", "no clipping"]
+    assert [tuple(line.get_ydata()) for line in accuracy.lines] == [(0.8,), (0.6,)]
+    assert accuracy.get_legend() is None and figures_drawn[0].axes[1].get_legend() is not None
+
+
 @pytest.mark.parametrize("losses, shown", [((2.3, 5e32, 2.3), "5e+32"),
                                            ((2.3, None), "non-finite"), ((), "—")])
 def test_the_table_shows_the_peak_training_loss(tmp_path, losses, shown):
