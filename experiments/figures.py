@@ -110,6 +110,7 @@ def curves_by_batch(experiment: Experiment, results: Sequence[Result],
         for result in (r for r in results if r.labels["batch_size"] == batch):
             _plot_curves(ax_acc, ax_loss, result, result.labels[experiment.report.legend])
         ax_acc.set(title=f"batch {batch}", xlabel="step", ylabel="test accuracy", ylim=(0, 1))
+        ax_acc.set_xlim(0, ax_loss.get_xlim()[1])  # Evaluations near the end stay in context.
         ax_loss.set(xlabel="step", ylabel="training loss", yscale="log")
         for ax in (ax_acc, ax_loss):
             ax.grid(alpha=0.3)
