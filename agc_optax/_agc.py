@@ -85,22 +85,32 @@ class _LeafPlan(NamedTuple):
 
 
 class _LeafNorms(NamedTuple):
-    """Per-unit quantities of one leaf, all with keepdims shape, in the accumulation dtype."""
+    """Per-unit quantities of one leaf, all with keepdims shape, in the accumulation dtype.
 
-    peak: jax.Array  # Divisor of the gradient unit: 1 unless its sum of squares overflowed.
-    grad_norm: jax.Array  # ‖G_i‖ / peak.
-    max_norm: jax.Array  # λ · max(‖W_i‖, ε).
+    Clipping compares squares, ‖G_i‖² > (λ · max(‖W_i‖, ε))², so the common path
+    takes one square root per clipped unit and none per unit norm: on XLA:CPU each
+    separate per-unit kernel costs about as much as the arithmetic.
+    """
+
+    grad_sq: jax.Array  # ‖G_i‖², inf where it overflowed.
+    scaled_sq: jax.Array  # ‖G_i‖², or ‖G_i / peak‖² where grad_sq overflowed.
+    inverse_peak: jax.Array  # 1 / peak where grad_sq overflowed; meaningless elsewhere.
+    max_sq: jax.Array  # (λ · max(‖W_i‖, ε))².
 
 
 def _clip_leaf(grad: jax.Array, norms: _LeafNorms) -> tuple[jax.Array, jax.Array]:
     """Clips one leaf unit-wise; returns the clipped gradient and the clipped-unit mask."""
-    clipped = norms.peak * norms.grad_norm > norms.max_norm
-    # Two per-unit factors, ``grad · (1/peak) · (max_norm / (‖G‖/peak))``, so that an
+    clipped = norms.grad_sq > norms.max_sq
+    # Two per-unit factors, ``grad · (1/peak) · sqrt(max_sq / ‖G/peak‖²)``, so that an
     # overflowed unit keeps its direction; both are exactly 1 on unclipped units. They
     # keep their keepdims shape: multiplying broadcasts them without materialising a
     # full-size array (which would break Explicit sharding).
-    unpeak = jnp.where(clipped, 1 / norms.peak, 1)
-    scale = jnp.where(clipped, norms.max_norm / jnp.where(clipped, norms.grad_norm, 1), 1)
+    unpeak = jnp.where(clipped & jnp.isinf(norms.grad_sq), norms.inverse_peak, 1)
+    # sqrt(max_sq / ‖G/peak‖²) where max_sq > 0; 0 where it is 0 (λ ≤ 0, or ε = 0 on a zero
+    # unit). The inner wheres keep sqrt's derivative finite on the branches not taken.
+    shrink = clipped & (norms.max_sq > 0)
+    ratio = jnp.where(shrink, norms.max_sq / jnp.where(shrink, norms.scaled_sq, 1), 1)
+    scale = jnp.where(shrink, jnp.sqrt(ratio), jnp.where(clipped, 0, 1))
     return (grad * unpeak * scale).astype(grad.dtype), clipped
 
 
@@ -111,24 +121,25 @@ def _leaf_norms(
     clipping: jax.typing.ArrayLike,
     eps: jax.typing.ArrayLike,
 ) -> list[_LeafNorms]:
-    """Per-unit gradient norms and thresholds of every clipped leaf."""
+    """Per-unit squared gradient norms and squared thresholds of every clipped leaf."""
     accs = [_norms.accumulation_dtype(g.dtype, p.dtype) for g, p in zip(grads, params, strict=True)]
     grad_sq = [
         _norms.unit_squared_norm(g, plan.axes, acc, plan.axis_name)
         for g, plan, acc in zip(grads, plans, accs, strict=True)
     ]
-    peaks, grad_sq = _norms.overflow_safe_squared_norms(
+    scaled_sq, inverse_peaks = _norms.rescue_overflowed(
         grads, grad_sq, [p.axes for p in plans], [p.axis_name for p in plans]
     )
     leaf_norms = []
-    for param, plan, acc, peak, squared in zip(params, plans, accs, peaks, grad_sq, strict=True):
-        param_norm = _norms.safe_sqrt(
-            _norms.unit_squared_norm(param, plan.axes, acc, plan.axis_name)
-        )
+    for param, plan, acc, *sums in zip(
+        params, plans, accs, grad_sq, scaled_sq, inverse_peaks, strict=True
+    ):
+        param_sq = _norms.unit_squared_norm(param, plan.axes, acc, plan.axis_name)
         # A traced λ ≤ 0 (a schedule crossing zero) allows no gradient: clip to norm 0.
         limit = jnp.maximum(jnp.asarray(clipping, acc), 0)
-        max_norm = limit * jnp.maximum(param_norm, jnp.asarray(eps, acc))
-        leaf_norms.append(_LeafNorms(peak, _norms.safe_sqrt(squared), max_norm))
+        floor = jnp.asarray(eps, acc)
+        max_sq = (limit * limit) * jnp.maximum(param_sq, floor * floor)
+        leaf_norms.append(_LeafNorms(*sums, max_sq))
     return leaf_norms
 
 

@@ -5,10 +5,9 @@ float16/bfloat16 units do not overflow their own range. A unit whose sum of
 squares still overflows the accumulator (float32 elements above ~1e19) is
 measured a second way, relative to its largest element; that second pass over
 the gradients sits inside a ``lax.cond`` taken only when some sum of squares is
-infinite, so the common path never reads the gradients again (the conditional
-itself still costs a few percent of the update on XLA:CPU: it splits the
-per-unit arithmetic into more, smaller kernels). When units are split across
-devices under ``jax.jit``, the branch predicate is one scalar all-reduce.
+not finite, so the common path never reads the gradients again. When units are
+split across devices under ``jax.jit``, the branch predicate costs one scalar
+all-reduce per leaf (the largest sum of squares).
 """
 
 from __future__ import annotations
@@ -116,29 +115,34 @@ def unitwise_norm(
 def _rescaled_leaf(
     grad: jax.Array, squared: jax.Array, axes: tuple[int, ...], axis_name: AxisName
 ) -> tuple[jax.Array, jax.Array]:
-    """``(peak, sum of |grad / peak|²)`` per unit, ``(1, squared)`` where nothing overflowed."""
+    """``(sum of |grad / peak|², 1 / peak)`` per unit, ``(squared, 1)`` where nothing overflowed."""
     peak = jnp.max(jnp.abs(grad), axis=axes, keepdims=True).astype(squared.dtype)
     if axis_name is not None:
         peak = jax.lax.pmax(peak, axis_name)
     # Only finite units whose sum of squares overflowed; an inf or NaN element keeps
-    # the plain (non-finite) norm, so a non-finite gradient stays non-finite.
+    # the plain (non-finite) sum, so a non-finite gradient stays non-finite.
     overflowed = jnp.isinf(squared) & jnp.isfinite(peak)
-    peak = jnp.where(overflowed, peak, 1)
-    rescaled = unit_squared_norm(grad * (1 / peak), axes, squared.dtype, axis_name)
-    return peak, jnp.where(overflowed, rescaled, squared)
+    inverse_peak = jnp.where(overflowed, 1 / jnp.where(overflowed, peak, 1), 1)
+    rescaled = unit_squared_norm(grad * inverse_peak, axes, squared.dtype, axis_name)
+    return jnp.where(overflowed, rescaled, squared), inverse_peak
 
 
-def overflow_safe_squared_norms(
+def rescue_overflowed(
     grads: Sequence[jax.Array],
     squared: Sequence[jax.Array],
     axes: Sequence[tuple[int, ...]],
     axis_names: Sequence[AxisName],
 ) -> tuple[list[jax.Array], list[jax.Array]]:
-    """Per-unit ``(peak, s)`` with ``‖G_i‖ = peak · sqrt(s)``, exact where ``squared`` overflowed.
+    """Exact norms of the units whose sum of squares overflowed, as ``(s, 1/peak)``.
 
-    Where every sum of squares is finite this returns ``(1, squared)`` without
-    reading the gradients again: the rescaling pass is the true branch of one
-    ``lax.cond`` over the whole tree.
+    Where a unit's ``squared`` is infinite but its elements are finite, its norm
+    is ``peak · sqrt(s)``, with ``peak`` its largest ``|element|``: the gradient
+    is read again, relative to each unit's peak. Elsewhere ``s`` equals
+    ``squared`` and the second array holds no meaning (read it only where
+    ``squared`` is infinite). The second read is the true branch of one
+    ``lax.cond`` over the whole tree, taken when some sum of squares is not
+    finite; the common branch returns ``squared`` twice, so it neither reads the
+    gradients nor materialises anything.
 
     Args:
         grads: the gradient leaves.
@@ -147,20 +151,23 @@ def overflow_safe_squared_norms(
         axis_names: each leaf's mesh axes for ``psum``/``pmax``.
 
     Returns:
-        ``(peaks, scaled)``: per leaf, the per-unit divisor (1 where the sum
-        of squares was finite) and the sum of squares of the gradient divided
-        by it.
+        ``(scaled, inverse_peaks)``, one array per leaf with the shape of its
+        ``squared``.
     """
     if not grads:
         return [], []
-    overflowed = functools.reduce(jnp.logical_or, [jnp.isinf(s).any() for s in squared])
+    # max of the per-unit sums: inf where one overflowed, NaN where one is NaN (that
+    # rare step takes the exact branch too). One small reduction per leaf.
+    not_finite = functools.reduce(
+        jnp.logical_or, [~jnp.isfinite(jnp.max(s)) for s in squared]
+    )
 
-    def rescale() -> tuple[list[jax.Array], list[jax.Array]]:
+    def rescue() -> tuple[list[jax.Array], list[jax.Array]]:
         leaves = zip(grads, squared, axes, axis_names, strict=True)
         pairs = [_rescaled_leaf(*leaf) for leaf in leaves]
-        return [p for p, _ in pairs], [s for _, s in pairs]
+        return [s for s, _ in pairs], [p for _, p in pairs]
 
     def keep() -> tuple[list[jax.Array], list[jax.Array]]:
-        return [jnp.ones_like(s) for s in squared], list(squared)
+        return list(squared), list(squared)
 
-    return jax.lax.cond(overflowed, rescale, keep)
+    return jax.lax.cond(not_finite, rescue, keep)

@@ -14,7 +14,11 @@ attention kernels; 22.7M parameters, 292 leaves). For each tree the script times
 - ``agc_stats``: ``agc_optax.agc(0.01, track_stats=True)``, new state included;
 - ``optax_agc+sgd`` and ``agc+sgd``: each chained with ``optax.sgd(0.1, momentum=0.9)``;
 - ``norms`` (for context): only the per-unit sums of squares of g and p, the
-  reduction half of any AGC, so the table shows where AGC's time goes.
+  reduction half of any AGC, so the table shows where AGC's time goes;
+- ``agc_norescue+sgd`` (for context): ``agc+sgd`` traced without the overflow
+  rescue (``agc_optax._norms.rescue_overflowed`` swapped for a pass-through while
+  tracing), so the table shows what the rescue's conditional costs. It is wrong
+  wherever a float32 sum of squares overflows; the benchmark's gradients never do.
 
 Every variant is jitted without donation, its inputs are placed on the device
 beforehand and timed with :mod:`benchmarks._common`'s interleaved timer (after a
@@ -30,6 +34,7 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import statistics
@@ -44,6 +49,7 @@ import optax
 from flax import nnx
 
 import agc_optax
+from agc_optax import _norms
 from benchmarks import _common
 from examples.nf_resnet import models
 
@@ -56,7 +62,10 @@ PARAM_STD = 0.05
 GRAD_STD_CENTRE = CLIPPING * PARAM_STD
 GRAD_STD_DECADES = 1.0
 
-VARIANTS = ("floor", "norms", "optax_agc", "agc", "agc_stats", "optax_agc+sgd", "agc+sgd")
+VARIANTS = (
+    "floor", "norms", "optax_agc", "agc", "agc_stats", "optax_agc+sgd", "agc+sgd",
+    "agc_norescue+sgd",
+)
 
 # (numerator, denominator, upper bound) from the project's performance targets.
 TARGETS = {
@@ -69,6 +78,7 @@ EXTRA_RATIOS = {
     "norms/floor": ("norms", "floor"),
     "optax_agc/floor": ("optax_agc", "floor"),
     "agc/optax_agc": ("agc", "optax_agc"),
+    "agc_norescue+sgd/optax_agc+sgd": ("agc_norescue+sgd", "optax_agc+sgd"),
 }
 
 
@@ -200,14 +210,38 @@ def unit_sums_of_squares(params: Any, grads: Any) -> Any:
     return jax.tree.map(lambda p, g: (sums(p), sums(g)), params, grads)
 
 
+@contextlib.contextmanager
+def _overflow_rescue_removed() -> Any:
+    """While active, agc traces without its overflow rescue (a diagnostic, wrong on overflow)."""
+    rescue = _norms.rescue_overflowed
+    _norms.rescue_overflowed = lambda grads, squared, axes, names: (list(squared), list(squared))
+    try:
+        yield
+    finally:
+        _norms.rescue_overflowed = rescue
+
+
+def without_overflow_rescue(update: Callable[..., Any]) -> Callable[..., Any]:
+    """``update``, traced with :func:`_overflow_rescue_removed` active."""
+
+    def traced(*args: Any) -> Any:
+        with _overflow_rescue_removed():
+            return update(*args)
+
+    return traced
+
+
 def make_variants(params: Any, grads: Any) -> dict[str, tuple[Callable[..., Any], tuple]]:
     """Jitted callables and their (already placed) arguments, by variant name."""
 
-    def update(tx: optax.GradientTransformation) -> tuple[Callable[..., Any], tuple]:
+    def update(
+        tx: optax.GradientTransformation, trace: Callable[..., Any] = lambda fn: fn
+    ) -> tuple[Callable[..., Any], tuple]:
         state = jax.block_until_ready(jax.device_put(tx.init(params)))
-        return jax.jit(tx.update), (grads, state, params)
+        return jax.jit(trace(tx.update)), (grads, state, params)
 
     momentum = optax.sgd(0.1, momentum=0.9)
+    agc_sgd = optax.chain(agc_optax.agc(CLIPPING, EPS), momentum)
     variants = {
         "floor": (jax.jit(memory_floor), (params, grads)),
         "norms": (jax.jit(unit_sums_of_squares), (params, grads)),
@@ -215,7 +249,8 @@ def make_variants(params: Any, grads: Any) -> dict[str, tuple[Callable[..., Any]
         "agc": update(agc_optax.agc(CLIPPING, EPS)),
         "agc_stats": update(agc_optax.agc(CLIPPING, EPS, track_stats=True)),
         "optax_agc+sgd": update(optax.chain(optax.adaptive_grad_clip(CLIPPING, EPS), momentum)),
-        "agc+sgd": update(optax.chain(agc_optax.agc(CLIPPING, EPS), momentum)),
+        "agc+sgd": update(agc_sgd),
+        "agc_norescue+sgd": update(agc_sgd, without_overflow_rescue),
     }
     assert tuple(variants) == VARIANTS
     return variants
@@ -291,14 +326,14 @@ def format_table(results: dict[str, Any]) -> str:
             f"{tree['clipped_fraction']:.0%} of entries clipped, "
             f"floor {tree['floor_gb_per_s']:.1f} GB/s"
         )
-        lines.append(f"  {'variant':<15}{'median ms':>11}{'IQR ms':>9}{'x floor':>9}")
+        lines.append(f"  {'variant':<18}{'median ms':>11}{'IQR ms':>9}{'x floor':>9}")
         floor = tree["variants"]["floor"]["median_ms"]
         for variant, stats in tree["variants"].items():
             lines.append(
-                f"  {variant:<15}{stats['median_ms']:>11.2f}{stats['iqr_ms']:>9.2f}"
+                f"  {variant:<18}{stats['median_ms']:>11.2f}{stats['iqr_ms']:>9.2f}"
                 f"{stats['median_ms'] / floor:>9.2f}"
             )
-        lines.append(f"  {'ratio':<24}{'of medians':>11}{'paired':>8}  target")
+        lines.append(f"  {'ratio':<32}{'of medians':>11}{'paired':>8}  target")
         for key, value in tree["ratios"].items():
             if key in TARGETS:
                 bound = TARGETS[key][2]
@@ -307,7 +342,7 @@ def format_table(results: dict[str, Any]) -> str:
             else:
                 target = ""
             lines.append(
-                f"  {key:<24}{value:>11.3f}{tree['paired_ratios'][key]:>8.3f}  {target}"
+                f"  {key:<32}{value:>11.3f}{tree['paired_ratios'][key]:>8.3f}  {target}"
             )
         lines.append("")
     return "\n".join(lines)

@@ -111,9 +111,18 @@ def test_overflow_rescue_costs_nothing_when_nothing_overflows():
     """The second pass over the gradients lives only in the cond's overflow branch."""
     params = {"w": jnp.ones((4, 3)), "b": jnp.ones(3)}
     jaxpr = jax.make_jaxpr(agc(0.01).update)(params, optax.EmptyState(), params).jaxpr
-    top = [eqn.primitive.name for eqn in jaxpr.eqns]
-    assert top.count("reduce_sum") == 4  # ‖g‖² and ‖p‖² per leaf, nothing more
-    assert "reduce_max" not in top
+    reductions = [
+        (eqn.primitive.name, eqn.invars[0].aval.shape)
+        for eqn in jaxpr.eqns
+        if eqn.primitive.name.startswith("reduce")
+    ]
+    full_size = sorted(r for r in reductions if r[1] in {(4, 3), (3,)})
+    # ‖g‖² and ‖p‖² per leaf read the leaves, nothing more; the predicate reduces only
+    # the per-unit sums of squares: (1, 3) for w and (1,) for b.
+    assert full_size == [("reduce_sum", (3,))] * 2 + [("reduce_sum", (4, 3))] * 2
+    assert sorted(r for r in reductions if r not in full_size) == [
+        ("reduce_max", (1,)), ("reduce_max", (1, 3))
+    ]
     (cond,) = [eqn for eqn in jaxpr.eqns if eqn.primitive.name == "cond"]
     keep, rescue = (branch.jaxpr.eqns for branch in cond.params["branches"])
     assert not [e for e in keep if e.primitive.name.startswith("reduce")]
@@ -189,3 +198,21 @@ def test_gradient_matches_finite_differences_on_a_clipped_unit():
         bump = jnp.zeros_like(grad).at[i, 0].set(step)
         numeric[i] = (loss(grad + bump) - loss(grad - bump)) / (2 * step)
     np.testing.assert_allclose(np.asarray(analytic)[:, 0], numeric, rtol=1e-2)
+
+
+@pytest.mark.parametrize("clipping, eps", [(0.0, 1e-3), (0.01, 0.0)], ids=["lambda_0", "eps_0"])
+def test_gradient_through_agc_is_finite_where_the_threshold_is_zero(clipping, eps):
+    """A zero threshold (λ = 0, or ε = 0 on a zero unit) clips to 0 with a finite derivative."""
+    params = {"w": jnp.ones((4, 3)).at[:, 0].set(0.0)}
+    grads = {"w": jnp.full((4, 3), 5.0)}
+    transform = agc(jnp.asarray(clipping), eps)
+
+    def loss(grads, params):
+        updates, _ = transform.update(grads, optax.EmptyState(), params)
+        return jnp.sum(updates["w"] ** 2) + jnp.sum(updates["w"])
+
+    updates, _ = transform.update(grads, optax.EmptyState(), params)
+    np.testing.assert_array_equal(np.asarray(updates["w"][:, 0]), 0.0)
+    d_grads, d_params = jax.jit(jax.grad(loss, argnums=(0, 1)))(grads, params)
+    for leaf in jax.tree.leaves((d_grads, d_params)):
+        assert np.isfinite(np.asarray(leaf)).all()

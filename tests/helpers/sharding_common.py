@@ -105,9 +105,14 @@ def local_units(fan_in: Sequence[int], shard_shape: Sequence[int]) -> int:
 
 
 def is_overflow_flag(op: hlo_collectives.Collective) -> bool:
-    """An all-reduce of agc's one-byte "did a sum of squares overflow" predicates only."""
+    """An all-reduce of scalars only: agc's "did a sum of squares overflow" check.
+
+    The check is the max of each leaf's per-unit sums of squares (a float32
+    scalar), or its predicate; a norm array is never a scalar when units are
+    whole on every device.
+    """
     return op.kind == "all-reduce" and all(
-        s.dtype == "pred" and s.size == 1 for s in op.operands
+        s.dtype in ("pred", "f32") and s.size == 1 for s in op.operands
     )
 
 
@@ -116,9 +121,9 @@ def assert_only_norm_reductions(
 ) -> list[hlo_collectives.Collective]:
     """Asserts the only collectives are all-reduces of arrays no bigger than a norm array.
 
-    Besides the norms, agc all-reduces scalar predicates, whether any sum of
-    squares overflowed (they pick the branch that rescales such units), when
-    units are split across devices.
+    Besides the norms, agc all-reduces one scalar per leaf when units are split
+    across devices: the largest sum of squares, whose finiteness picks the
+    branch that rescales overflowed units.
 
     Args:
         hlo_text: compiled HLO.
