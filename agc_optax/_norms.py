@@ -76,10 +76,10 @@ def unitwise_norm(
 ) -> jax.Array:
     """L2 norm of each unit of ``x``, kept broadcastable against ``x``.
 
-    The same computation :func:`agc_optax.agc` uses: the sum of squares
-    accumulates in float32 (float64 for float64 or complex128 inputs) whatever
-    the input dtype, complex inputs use ``|x|²``, and the square root has a
-    finite derivative at 0.
+    The square root of the sums of squares :func:`agc_optax.agc` compares (the
+    same :func:`unit_squared_norm`): the sum accumulates in float32 (float64 for
+    float64 or complex128 inputs) whatever the input dtype, complex inputs use
+    ``|x|²``, and the square root has a finite derivative at 0.
 
     It also takes ``optax.unitwise_norm``'s calls: ``unitwise_norm(x)`` and
     ``unitwise_norm(x, axis=...)``. Two differences from optax: without axes
