@@ -127,6 +127,18 @@ def _rescaled_leaf(
     return jnp.where(overflowed, rescaled, squared), inverse_peak
 
 
+def _mesh_axes(axis_names: Sequence[AxisName]) -> tuple[Hashable, ...]:
+    """Every mesh axis named by any leaf, once each, in first-seen order."""
+    axes: list[Hashable] = []
+    for names in axis_names:
+        if names is None:
+            continue
+        for name in names if isinstance(names, tuple | list) else (names,):
+            if name not in axes:
+                axes.append(name)
+    return tuple(axes)
+
+
 def rescue_overflowed(
     grads: Sequence[jax.Array],
     squared: Sequence[jax.Array],
@@ -142,7 +154,9 @@ def rescue_overflowed(
     ``squared`` is infinite). The second read is the true branch of one
     ``lax.cond`` over the whole tree, taken when some sum of squares is not
     finite; the common branch returns ``squared`` twice, so it neither reads the
-    gradients nor materialises anything.
+    gradients nor materialises anything. Inside ``shard_map`` the predicate is
+    combined over every mesh axis that ``axis_names`` names (one scalar
+    all-reduce), so all devices of a collective group take the same branch.
 
     Args:
         grads: the gradient leaves.
@@ -161,6 +175,11 @@ def rescue_overflowed(
     not_finite = functools.reduce(
         jnp.logical_or, [~jnp.isfinite(jnp.max(s)) for s in squared]
     )
+    named = _mesh_axes(axis_names)
+    if named:
+        # Inside shard_map each device decides on its own block: agree over every named
+        # mesh axis, so the branch's psum/pmax run on all devices of a group or on none.
+        not_finite = jax.lax.pmax(not_finite.astype(jnp.int32), named) > 0
 
     def rescue() -> tuple[list[jax.Array], list[jax.Array]]:
         leaves = zip(grads, squared, axes, axis_names, strict=True)

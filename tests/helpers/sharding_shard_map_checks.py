@@ -224,3 +224,32 @@ def test_overflowing_unit_keeps_its_direction_in_shard_map(split: str) -> None:
     expected, clipped = reference_agc(grad, param, fan_in, common.CLIPPING, common.EPS)
     assert clipped[3]
     common.assert_close_relative(got, expected, 1e-5)
+
+
+def test_overflow_on_one_device_takes_the_same_branch_everywhere() -> None:
+    """Only device 0 holds an overflowing unit, yet every device runs the exact branch.
+
+    Its collectives (``psum``/``pmax`` over ``axis_name``) must run on all devices or on
+    none, so the overflow predicate is combined over the mesh axes named by any leaf.
+    """
+    mesh = make_mesh((8,), ("x",), "auto")
+    specs = {"units_split": P(None, "x"), "fan_in_split": P("x", None)}
+    rng = np.random.default_rng(0)
+    params = {"units_split": rng.normal(size=(4, 8)), "fan_in_split": rng.normal(size=(8, 2))}
+    grads = {name: 0.02 * rng.normal(size=p.shape) for name, p in params.items()}
+    grads["units_split"][:, 0] = 3e19  # float32 sum of squares overflows, on device 0 only
+    params, grads = (
+        {name: np.asarray(leaf, np.float32) for name, leaf in tree.items()}
+        for tree in (params, grads)
+    )
+    tx = agc(common.CLIPPING, common.EPS, unit_axes=lambda path, leaf: (0,),
+             axis_name=lambda path, leaf: "x" if path == "fan_in_split" else None)
+
+    def clip_blocks(grads: Any, params: Any) -> Any:
+        return tx.update(grads, tx.init(params), params)[0]
+
+    got = jax.jit(jax.shard_map(clip_blocks, mesh=mesh, in_specs=(specs, specs),
+                                out_specs=specs))(grads, params)
+    for name in params:
+        want, _ = reference_agc(grads[name], params[name], (0,), common.CLIPPING, common.EPS)
+        np.testing.assert_allclose(np.asarray(got[name]), want, rtol=2e-6, atol=0, err_msg=name)
