@@ -34,7 +34,6 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import os
 import statistics
@@ -210,23 +209,19 @@ def unit_sums_of_squares(params: Any, grads: Any) -> Any:
     return jax.tree.map(lambda p, g: (sums(p), sums(g)), params, grads)
 
 
-@contextlib.contextmanager
-def _overflow_rescue_removed() -> Any:
-    """While active, agc traces without its overflow rescue (a diagnostic, wrong on overflow)."""
-    rescue = _norms.rescue_overflowed
-    _norms.rescue_overflowed = lambda grads, squared, axes, names: (list(squared), list(squared))
-    try:
-        yield
-    finally:
-        _norms.rescue_overflowed = rescue
-
-
 def without_overflow_rescue(update: Callable[..., Any]) -> Callable[..., Any]:
-    """``update``, traced with :func:`_overflow_rescue_removed` active."""
+    """``update``, traced with agc's overflow rescue swapped for a pass-through.
+
+    A diagnostic: the result is wrong wherever a float32 sum of squares overflows.
+    """
 
     def traced(*args: Any) -> Any:
-        with _overflow_rescue_removed():
+        rescue = _norms.rescue_overflowed
+        _norms.rescue_overflowed = lambda grads, squared, axes, names: (squared, squared)
+        try:
             return update(*args)
+        finally:
+            _norms.rescue_overflowed = rescue
 
     return traced
 
