@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             sub.add_argument("--only", nargs="*", default=(),
                              help="run only these runs (all their seeds) or trials")
+            sub.add_argument("--seeds", nargs="*", type=int, default=(),
+                             help="run only the trials of these seeds")
             sub.add_argument("--dry-run", action="store_true", help="print, run nothing")
             sub.add_argument("--no-report", action="store_true",
                              help="do not regenerate the figures afterwards")
@@ -44,14 +46,20 @@ def list_experiments() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the command line; returns the exit status (1 when a run failed)."""
-    args = build_parser().parse_args(argv)
+    """Runs the command line; returns the exit status (1 when a run failed, 2 on bad input)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.command == "list":
         list_experiments()
         return 0
     experiment = EXPERIMENTS[args.experiment]
     if args.command == "run":
-        outcome = run_experiment(experiment, args.runs_dir, args.only, dry_run=args.dry_run)
+        try:
+            outcome = run_experiment(experiment, args.runs_dir, args.only,
+                                     dry_run=args.dry_run, seeds=args.seeds)
+        except ValueError as error:  # An unknown name or seed, or a refused stored run.
+            print(f"{parser.prog} run: error: {error}", file=sys.stderr)
+            return 2
         print(json.dumps(outcome, indent=1))
         if args.dry_run or args.no_report or not {"done", "ran"} & set(outcome.values()):
             return 1 if "failed" in outcome.values() else 0

@@ -132,11 +132,20 @@ def launch_subprocess(command: list[str], workdir: pathlib.Path) -> int:
                               env=env, check=False).returncode
 
 
-def select(experiment: Experiment, only: Sequence[str]) -> list[Trial]:
+def select(experiment: Experiment, only: Sequence[str], seeds: Sequence[int] = ()
+           ) -> list[Trial]:
     """The trials of the runs named in ``only`` (or all), matched by run or trial name.
 
+    Args:
+      experiment: the grid.
+      only: names of runs (all their seeds) or trials; empty for every run.
+      seeds: keep only the trials of these seeds; empty for every seed.
+
+    Returns:
+      The selected trials, run by run.
+
     Raises:
-      ValueError: a name matches no run or trial.
+      ValueError: a name matches no run or trial, or a seed no selected trial has.
     """
     trials = experiment.all_trials()
     names = {t.run.name for t in trials} | {t.name for t in trials}
@@ -144,11 +153,17 @@ def select(experiment: Experiment, only: Sequence[str]) -> list[Trial]:
     if unknown:
         raise ValueError(f"No run named {sorted(unknown)} in {experiment.name!r}; runs: "
                          f"{[run.name for run in experiment.runs]}")
-    return [t for t in trials if not only or t.run.name in only or t.name in only]
+    selected = [t for t in trials if not only or t.run.name in only or t.name in only]
+    missing = set(seeds) - {t.seed for t in selected}
+    if missing:
+        raise ValueError(f"No selected run of {experiment.name!r} has seed {sorted(missing)}; "
+                         f"its seeds: {sorted({t.seed for t in selected})}")
+    return [t for t in selected if not seeds or t.seed in seeds]
 
 
 def run_experiment(experiment: Experiment, runs_dir: pathlib.Path, only: Sequence[str] = (),
-                   launch: Launcher | None = None, dry_run: bool = False) -> dict[str, str]:
+                   launch: Launcher | None = None, dry_run: bool = False,
+                   seeds: Sequence[int] = ()) -> dict[str, str]:
     """Runs every unfinished trial of ``experiment``, one after another.
 
     Args:
@@ -158,12 +173,13 @@ def run_experiment(experiment: Experiment, runs_dir: pathlib.Path, only: Sequenc
       launch: starts a command in a directory and returns its exit code; defaults to
         :func:`launch_subprocess`.
       dry_run: print what would run, run nothing.
+      seeds: seeds to restrict to (all when empty).
 
     Returns:
       Trial name -> ``"done"`` (already finished), ``"ran"``, ``"failed"`` or ``"planned"``.
     """
     launch = launch or launch_subprocess
-    selected = select(experiment, only)
+    selected = select(experiment, only, seeds)
     outcome = {}
     for index, trial in enumerate(selected, 1):
         workdir = runs_dir / experiment.name / trial.name

@@ -112,6 +112,25 @@ def test_unknown_run_name_is_rejected(tmp_path):
         runner.run_experiment(TINY, tmp_path, only=["typo"], dry_run=True)
 
 
+def test_seeds_restrict_the_selected_runs_to_those_seeds(tmp_path):
+    seeded = dataclasses.replace(TINY, seeds=(0, 1, 2))
+    outcome = runner.run_experiment(seeded, tmp_path, only=["agc", "none"], seeds=[0, 2],
+                                    dry_run=True)
+    assert list(outcome) == ["agc", "agc_seed2", "none", "none_seed2"]
+    with pytest.raises(ValueError, match=r"has seed \[7\]; its seeds: \[0, 1, 2\]"):
+        runner.run_experiment(seeded, tmp_path, seeds=[7], dry_run=True)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--only", "typo"], "No run named ['typo'] in 'nf_vs_bn'"),
+    (["--only", "batch256_nf_agc", "--seeds", "7"], "has seed [7]"),
+])
+def test_the_command_line_names_a_bad_run_or_seed_in_one_line(capsys, argv, message):
+    assert cli.main(["run", "nf_vs_bn", "--dry-run", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
 def test_every_named_experiment_is_well_formed():
     assert catalog.EXPERIMENTS  # names are unique, so none was shadowed
     assert len(catalog.EXPERIMENTS) == len(nf_resnet.EXPERIMENTS) + len(vit.EXPERIMENTS)
@@ -244,6 +263,19 @@ def test_every_committed_table_is_what_the_stored_runs_give():
         results = report.load_results(experiment, REPO / "docs" / "runs")
         assert report.table_text(experiment, results) == path.read_text(), (
             f"{path.name} is stale: run `python -m experiments report {path.stem}`")
+
+
+def test_every_committed_run_still_counts_as_done_under_its_grid(capsys):
+    # A stored run is refused when its grid now asks for other flags or its preset now
+    # gives other settings; this catches a renamed or edited preset before a grid reruns.
+    for experiment in catalog.EXPERIMENTS.values():
+        stored = {path.parent.name for path in
+                  (REPO / "docs" / "runs" / experiment.name).glob("*/summary.json")}
+        outcome = runner.run_experiment(experiment, REPO / "docs" / "runs", dry_run=True)
+        assert stored <= {name for name, state in outcome.items() if state == "done"}, (
+            f"{experiment.name}: stored runs that are not trials of the grid: "
+            f"{sorted(stored - set(outcome))}")
+    capsys.readouterr()
 
 
 def test_the_command_line_lists_and_the_old_module_is_an_alias(capsys):
