@@ -11,6 +11,7 @@ import math
 import pathlib
 import statistics
 from collections.abc import Sequence
+from typing import Any
 
 from matplotlib import colormaps
 from matplotlib.figure import Figure
@@ -38,9 +39,22 @@ def _plot_curves(ax_acc, ax_loss, result: Result, label: str) -> None:
         steps = [r["step"] for r in trial.train]
         losses = [number(r["train_loss"]) for r in trial.train]
         ax_loss.plot(steps, losses, **style)
-        finite = [(s, v) for s, v in zip(steps, losses, strict=True) if math.isfinite(v)]
-        if trial.diverged and finite:
-            ax_loss.plot(*finite[-1], marker="x", markersize=10, color=color)
+        if trial.diverged:
+            _mark_divergence(ax_loss, steps, losses, color)
+
+
+def _mark_divergence(ax, steps: Sequence[int], losses: Sequence[float], color: Any) -> None:
+    """An × at a diverged trial's last finite loss, or at the panel's top above its last step.
+
+    A trial whose every logged loss is non-finite has no point to draw, so its × sits at the
+    top edge of the panel, above the step where training stopped.
+    """
+    finite = [(s, v) for s, v in zip(steps, losses, strict=True) if math.isfinite(v)]
+    if finite:
+        ax.plot(*finite[-1], marker="x", markersize=10, color=color)
+    elif steps:
+        ax.plot(steps[-1], 0.97, marker="x", markersize=10, color=color, clip_on=False,
+                transform=ax.get_xaxis_transform())
 
 
 def _use_distinct_colors(axes: Sequence, count: int) -> None:

@@ -234,6 +234,22 @@ def test_runs_evaluated_only_at_their_end_show_their_final_accuracy_per_run(tmp_
     assert accuracy.get_legend() is None and figures_drawn[0].axes[1].get_legend() is not None
 
 
+@pytest.mark.parametrize("losses, where", [((2.0, 9e30, None), (20, 9e30)),
+                                           ((None, None), (20, 0.97))])
+def test_a_diverged_run_gets_an_x_even_when_no_loss_it_logged_is_finite(
+        tmp_path, monkeypatch, losses, where):
+    # The × sits at the last finite loss, else at the panel's top above the last step.
+    figures_drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: figures_drawn.append(fig) or [path])
+    fake_trial(tmp_path / "tiny" / "agc", 0.8, losses=(2.0, 1.5))
+    fake_trial(tmp_path / "tiny" / "none", 0.1, diverged=True,
+               losses=[float("nan") if x is None else x for x in losses])
+    report.report_experiment(TINY, tmp_path, tmp_path / "figures")
+    loss_panel = figures_drawn[0].axes[1]
+    crosses = [line for line in loss_panel.lines if line.get_marker() == "x"]
+    assert [(line.get_xdata()[0], line.get_ydata()[0]) for line in crosses] == [where]
+
+
 @pytest.mark.parametrize("losses, shown", [((2.3, 5e32, 2.3), "5e+32"),
                                            ((2.3, None), "non-finite"), ((), "—")])
 def test_the_table_shows_the_peak_training_loss(tmp_path, losses, shown):
