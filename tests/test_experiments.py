@@ -330,8 +330,16 @@ def test_nf_vs_bn_compares_four_configurations_per_batch_size_at_equal_budget():
     cells = {(r.labels["batch_size"], r.labels["model"], r.labels["clipping"]) for r in grid.runs}
     assert cells == {(batch, model, clipping) for batch in (256, 1024, 4096)
                      for model in ("NF-ResNet", "BN ResNet") for clipping in (0.01, 0.0)}
-    assert len(grid.runs) == 12
-    for run in grid.runs:
+    *four_per_batch, paper = grid.runs
+    assert len(four_per_batch) == 12
+    # The paper's NF + AGC at batch 4096: the skip gains clipped, only the head left out.
+    assert paper.name == "batch4096_nf_agc_skip_gains_clipped"
+    assert paper.flags == ("--model", "nf_resnet_cpu", "--batch-size", "4096",
+                           "--microbatch-size", "256", "--lr", "0.2", "--clipping", "0.01",
+                           "--agc-exclude", "^head/")
+    at_4096 = [r.labels["curve"] for r in grid.runs if r.labels["batch_size"] == 4096]
+    assert len(set(at_4096)) == len(at_4096) == 5  # Each its own entry in the panel's legend.
+    for run in four_per_batch:
         flags = dict(zip(run.flags[::2], run.flags[1::2], strict=True))
         batch, clipping = run.labels["batch_size"], run.labels["clipping"]
         assert flags["--model"] == ("nf_resnet_cpu" if run.labels["model"] == "NF-ResNet"
