@@ -27,9 +27,11 @@ def _save(fig: Figure, path: pathlib.Path) -> list[pathlib.Path]:
     return [path]
 
 
-def _plot_curves(ax_acc, ax_loss, result: Result, label: str) -> None:
-    """Test accuracy and training loss of every trial of a run; × marks a divergence."""
-    color = None
+def _plot_curves(ax_acc, ax_loss, result: Result, label: str, color: Any = None) -> None:
+    """Test accuracy and training loss of every trial of a run; × marks a divergence.
+
+    ``color`` (None: the axes' next) is the run's; its other seeds are drawn lighter.
+    """
     for index, trial in enumerate(result.trials):
         style = {"marker": "o", "markersize": 3, "color": color,  # Short runs: few records.
                  "label": label if index == 0 else None, "alpha": 1.0 if index == 0 else 0.5}
@@ -119,10 +121,15 @@ def curves_by_batch(experiment: Experiment, results: Sequence[Result],
     batches = sorted({r.labels["batch_size"] for r in results})
     fig = Figure(figsize=(max(4.2 * len(batches), 8.4), 7))  # Wide enough for the title.
     axes = fig.subplots(2, len(batches), squeeze=False)
+    # One colour per legend entry in every panel, even where a batch lacks some runs.
+    labels = list(dict.fromkeys(r.labels[experiment.report.legend] for r in results))
+    palette = colormaps["tab10" if len(labels) <= 10 else "tab20"].colors
+    colors = {label: palette[i % len(palette)] for i, label in enumerate(labels)}
     for column, batch in enumerate(batches):
         ax_acc, ax_loss = axes[0][column], axes[1][column]
         for result in (r for r in results if r.labels["batch_size"] == batch):
-            _plot_curves(ax_acc, ax_loss, result, result.labels[experiment.report.legend])
+            label = result.labels[experiment.report.legend]
+            _plot_curves(ax_acc, ax_loss, result, label, colors[label])
         ax_acc.set(title=f"batch {batch}", xlabel="step", ylabel="test accuracy", ylim=(0, 1))
         ax_acc.set_xlim(0, ax_loss.get_xlim()[1])  # Evaluations near the end stay in context.
         ax_loss.set(xlabel="step", ylabel="training loss", yscale="log")

@@ -250,6 +250,21 @@ def test_a_diverged_run_gets_an_x_even_when_no_loss_it_logged_is_finite(
     assert [(line.get_xdata()[0], line.get_ydata()[0]) for line in crosses] == [where]
 
 
+def test_a_run_keeps_its_colour_in_every_batch_panel(tmp_path, monkeypatch):
+    figures_drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: figures_drawn.append(fig) or [path])
+    runs = [Run(f"b{batch}_{name}", (), {"batch_size": batch, "clip": name})
+            for batch, names in ((1, ("a", "b")), (2, ("b",))) for name in names]
+    grid = dataclasses.replace(TINY, runs=tuple(runs), report=Report(
+        figures=(figures.curves_by_batch,), columns=("batch_size", "clip")))
+    for run in runs:
+        fake_trial(tmp_path / "tiny" / run.name, 0.5)
+    report.report_experiment(grid, tmp_path, tmp_path / "figures")
+    first, second = figures_drawn[0].axes[0], figures_drawn[0].axes[1]  # Batch 1, batch 2.
+    colour_of_b = {line.get_label(): line.get_color() for line in first.lines}["b"]
+    assert [line.get_color() for line in second.lines] == [colour_of_b]
+
+
 @pytest.mark.parametrize("losses, shown", [((2.3, 5e32, 2.3), "5e+32"),
                                            ((2.3, None), "non-finite"), ((), "—")])
 def test_the_table_shows_the_peak_training_loss(tmp_path, losses, shown):
