@@ -5,7 +5,9 @@ Measured (docs/runs/vit_cpu_preset): 7 epochs reach 0.8733 test accuracy in 1790
 machine is otherwise idle). It underfits: AGC after AdamW at lr 3e-3 reached 0.8682 in 7
 epochs and 0.8810 in 14 (experiment ``vit_cpu_preset_retune``), and one-off probes of wider,
 deeper and 49-token ViTs and of no clipping at all ended between 0.865 and 0.881 (the
-contributing page), so 0.90 needs a longer run than this preset's budget. The ViT grids
+contributing page); the closest, a 49-token ViT (``vit_cpu_p4``) stored in the same
+experiment, levelled off at 0.8893 after 16 epochs with training accuracy at 0.946. So 0.90
+needs a longer run than this preset's budget. The ViT grids
 build on this preset, so it stays as their runs were made.
 
 A 0.3M-parameter ViT on 7×7 patches (16 tokens; a narrower width-64 ViT on the 49
