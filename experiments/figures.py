@@ -59,11 +59,16 @@ def _mark_divergence(ax, steps: Sequence[int], losses: Sequence[float], color: A
                 transform=ax.get_xaxis_transform())
 
 
+def _palette(count: int) -> tuple:
+    """Distinct colours for ``count`` runs: matplotlib's 10 (tab10), or tab20's 20 beyond 10."""
+    return colormaps["tab10" if count <= 10 else "tab20"].colors
+
+
 def _use_distinct_colors(axes: Sequence, count: int) -> None:
     """Gives more than 10 runs 20 distinct colours (matplotlib's default cycle has 10)."""
     if count > 10:
         for ax in axes:
-            ax.set_prop_cycle(color=colormaps["tab20"].colors)
+            ax.set_prop_cycle(color=_palette(count))
 
 
 def _final_evals_only(results: Sequence[Result]) -> bool:
@@ -123,7 +128,7 @@ def curves_by_batch(experiment: Experiment, results: Sequence[Result],
     axes = fig.subplots(2, len(batches), squeeze=False)
     # One colour per legend entry in every panel, even where a batch lacks some runs.
     labels = list(dict.fromkeys(r.labels[experiment.report.legend] for r in results))
-    palette = colormaps["tab10" if len(labels) <= 10 else "tab20"].colors
+    palette = _palette(len(labels))
     colors = {label: palette[i % len(palette)] for i, label in enumerate(labels)}
     for column, batch in enumerate(batches):
         ax_acc, ax_loss = axes[0][column], axes[1][column]
