@@ -101,7 +101,7 @@ def _step_time_cell(result: Result) -> str:
 
 
 def row_cells(result: Result) -> list[str]:
-    """The numbers of a run's row: final/best accuracy, peak loss, steps, wall s, diverged."""
+    """The numbers of a run's row: final/best accuracy, peak loss, steps, wall s, stopped."""
     summaries = [t.summary for t in result.trials]
     if not summaries:
         return ["not run yet", "—", "—", "—", "—", "—"]
@@ -117,16 +117,23 @@ def row_cells(result: Result) -> list[str]:
     ]
 
 
+STOPPED_COLUMN = "stopped (non-finite)"
+STOPPED_NOTE = (f"\"{STOPPED_COLUMN}\" counts the runs a non-finite loss stopped; a blow-up whose "
+                "loss stayed finite shows only in \"peak train loss\" (and in the final accuracy, "
+                "often at chance).")
+
+
 def table(results: Sequence[Result], columns: Sequence[str], step_time: bool = False) -> str:
     """Returns a Markdown table with one row per run (a ``seeds`` column if any has several).
 
-    "diverged" means a non-finite loss stopped the run; "peak train loss" also shows blow-ups
-    that stayed finite (and often left the network dead, at chance accuracy). With
+    "stopped (non-finite)" counts the runs a non-finite loss stopped; "peak train loss" also
+    shows blow-ups that stayed finite (and often left the network dead, at chance accuracy),
+    which the table's note says. With
     ``step_time``, "ms / step" follows "wall s" (:func:`step_milliseconds`).
     """
     with_seeds = any(r.expected > 1 for r in results)
     header = [*columns, "final test acc.", "best test acc.", "peak train loss", "steps",
-              "wall s", *(["ms / step"] if step_time else []), "diverged",
+              "wall s", *(["ms / step"] if step_time else []), STOPPED_COLUMN,
               *(["seeds"] if with_seeds else [])]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for result in results:
@@ -149,7 +156,7 @@ def table_text(experiment: Experiment, results: Sequence[Result]) -> str:
     first = " ".join(experiment.command(trials[0], "…")[1:]).replace(" --workdir …", "")
     seeds = "; a seed k > 0 adds `--seed k`" if len(trials) > len(experiment.runs) else ""
     rows = table(results, experiment.report.columns, experiment.report.step_time)
-    text = (f"{experiment.question}\n\n{rows}\n"
+    text = (f"{experiment.question}\n\n{rows}\n{STOPPED_NOTE}\n\n"
             f"Measured on: {', '.join(kinds)}. Command: `python {first}` (first run; the "
             f"others change only their own flags{seeds}).\n")
     if missing:

@@ -219,6 +219,10 @@ def test_an_incomplete_seeded_grid_reports_mean_and_std_and_marks_missing_runs(t
                                       "non-finite in 1/3", "20", "101 ± 0", "1/3", "3 of 3 |"]
     assert rows["no clipping"][1:] == ["not run yet", "—", "—", "—", "—", "—", "0 of 3 |"]
     assert "3 of 6 runs have not finished yet: none, none_seed1, none_seed2." in text
+    # The column counts only runs a non-finite loss stopped; the note says what it misses.
+    header = next(line for line in text.splitlines() if line.startswith("| clip"))
+    assert header.split(" | ")[-2:] == ["stopped (non-finite)", "seeds |"]
+    assert '"stopped (non-finite)" counts the runs a non-finite loss stopped' in text
 
 
 def test_runs_evaluated_only_at_their_end_show_their_final_accuracy_per_run(tmp_path,
