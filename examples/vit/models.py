@@ -51,7 +51,7 @@ VARIANTS: dict[str, ViTSpec] = {
     # of 4×4 patches trained three times slower per image in a one-off XLA:CPU timing).
     "vit_cpu": ViTSpec(patch_size=7, width=96, depth=4, num_heads=4, mlp_dim=192),
     # 0.14M parameters, 49 tokens of 4×4 pixels: the CPU preset's re-tuning probe
-    # (experiment vit_cpu_preset_retune); about 1.4× vit_cpu's compute per image.
+    # (experiment vit_cpu_preset_retune); about 1.5× vit_cpu's multiply-adds per image.
     "vit_cpu_p4": ViTSpec(patch_size=4, width=64, depth=4, num_heads=4, mlp_dim=128),
     # 4.8M parameters, 49 tokens of 4×4 pixels: for an accelerator.
     "vit_small": ViTSpec(patch_size=4, width=256, depth=6, num_heads=8, mlp_dim=1024),
