@@ -65,10 +65,9 @@ def _palette(count: int) -> tuple:
 
 
 def _use_distinct_colors(axes: Sequence, count: int) -> None:
-    """Gives more than 10 runs 20 distinct colours (matplotlib's default cycle has 10)."""
-    if count > 10:
-        for ax in axes:
-            ax.set_prop_cycle(color=_palette(count))
+    """Cycles through :func:`_palette` (tab10 is matplotlib's default cycle; tab20 past 10)."""
+    for ax in axes:
+        ax.set_prop_cycle(color=_palette(count))
 
 
 def _final_evals_only(results: Sequence[Result]) -> bool:
