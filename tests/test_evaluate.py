@@ -2,8 +2,10 @@
 
 import dataclasses
 
+import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 from examples.common import datasets, runs
 from examples.nf_resnet import configs, evaluate, train
@@ -33,6 +35,27 @@ def test_a_restored_run_reports_and_predicts_its_test_accuracy(tmp_path, capsys)
     predicted = np.argmax(np.asarray(trained.predict(images)), axis=-1)
     assert trained.step == 16 and len(labels) == 300
     assert np.mean(predicted == labels) == pytest.approx(summary["final_test_accuracy"])
+
+    # --params prints the matching parameters: values of small ones, the norm of large ones.
+    params = dict(flatten_params(trained.model))
+    assert evaluate.main(["--workdir", str(tmp_path), "--params", "skip_gain$|^head/kernel"]) == 0
+    printed = capsys.readouterr().out.splitlines()[1:]
+    skip_gains = sorted(name for name in params if name.endswith("skip_gain"))
+    assert len(skip_gains) >= 2
+    assert printed == [f"{name} (): {params[name].item():.4g}" for name in skip_gains] + [
+        f"head/kernel {params['head/kernel'].shape}: norm "
+        f"{np.sqrt(np.sum(np.square(params['head/kernel'].astype(np.float64)))):.4g}"]
+    assert evaluate.main(["--workdir", str(tmp_path), "--params", "skip_gains"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "error: --params 'skip_gains' matches no parameter; paths look like ")
+
+
+def flatten_params(model):
+    """``(path string, value)`` of every parameter, written here from the key paths."""
+    leaves = jax.tree_util.tree_flatten_with_path(nnx.state(model, nnx.Param))[0]
+    for path, leaf in leaves:
+        keys = [str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path]
+        yield "/".join(keys[:-1] if keys[-1] == "value" else keys), np.asarray(leaf)
 
 
 def test_evaluating_a_directory_without_a_run_is_a_user_error(tmp_path, capsys):

@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import logging
 import pathlib
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from agc_optax import path_to_str
 from examples.common import checkpointing, errors, input_pipeline, launch, trainer
 from examples.common import workdir as workdir_lib
 from examples.common.state import ModelFamily
@@ -95,6 +97,45 @@ def load(family: ModelFamily, config_class: type, workdir: str | pathlib.Path,
     return TrainedModel(config, step, setup, model)
 
 
+def describe_params(model: nnx.Module, regex: re.Pattern[str]) -> list[str]:
+    """One line per parameter whose path matches ``regex``: its values or its norm.
+
+    Args:
+      model: the restored model.
+      regex: searched for in each ``nnx.Param``'s path string (``blocks/0/skip_gain``),
+        as ``agc(exclude=...)`` reads it.
+
+    Returns:
+      ``path shape: values`` for parameters of at most 4 elements, ``path shape: norm N``
+      for larger ones, in path order.
+
+    Raises:
+      UserError: ``regex`` matches no parameter.
+    """
+    leaves = jax.tree_util.tree_flatten_with_path(nnx.state(model, nnx.Param))[0]
+    named = [(path_to_str(path), np.asarray(leaf)) for path, leaf in leaves]
+    lines = []
+    for name, value in named:
+        if not regex.search(name):
+            continue
+        shown = (" ".join(f"{v:.4g}" for v in value.ravel()) if value.size <= 4
+                 else f"norm {np.linalg.norm(value.astype(np.float64)):.4g}")
+        lines.append(f"{name} {value.shape}: {shown}")
+    if not lines:
+        raise errors.UserError(f"--params {regex.pattern!r} matches no parameter; paths look "
+                               f"like {named[0][0]!r} and {named[-1][0]!r}.")
+    return lines
+
+
+def _regex(pattern: str) -> re.Pattern[str]:
+    """``--params``'s type: the compiled pattern, or argparse's one-line error."""
+    try:
+        return re.compile(pattern)
+    except re.error as error:
+        raise argparse.ArgumentTypeError(f"{pattern!r} is not a regular expression "
+                                         f"({error})") from None
+
+
 def parse_flags(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     """The flags of an ``evaluate`` command line."""
     parser = argparse.ArgumentParser(prog=prog, description="Evaluate a trained run's "
@@ -107,6 +148,9 @@ def parse_flags(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
                         help="evaluate on the whole test set, not the run's --test-examples")
     parser.add_argument("--data-dir", default=None,
                         help="read the dataset from here (default: as the run did)")
+    parser.add_argument("--params", metavar="REGEX", type=_regex, default=None,
+                        help="also print the parameters whose path matches REGEX (values of "
+                        "those with at most 4 elements, else their norm), e.g. skip_gain")
     return parser.parse_args(argv)
 
 
@@ -136,6 +180,8 @@ def main(argv: Sequence[str] | None, *, prog: str, family: ModelFamily,
         print(f"{args.workdir.absolute()} step {trained.step}: test_accuracy="
               f"{result['test_accuracy']:.4f} test_loss={result['test_loss']:.4f} on "
               f"{len(trained.setup.data.test_images)} test images")
+        if args.params is not None:
+            print("\n".join(describe_params(trained.model, args.params)))
         return 0
 
     return errors.exit_on_user_error(run)
