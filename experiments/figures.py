@@ -20,9 +20,10 @@ from experiments.report import Result, number
 from experiments.spec import Experiment
 
 
-def _save(fig: Figure, path: pathlib.Path) -> list[pathlib.Path]:
+def _save(fig: Figure, path: pathlib.Path, bottom: float = 0.0) -> list[pathlib.Path]:
+    """Lays the panels out above ``bottom`` (a fraction of the height) and writes a PNG."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     fig.savefig(path, dpi=90)
     return [path]
 
@@ -139,10 +140,19 @@ def curves_by_batch(experiment: Experiment, results: Sequence[Result],
         ax_loss.set(xlabel="step", ylabel="training loss", yscale="log")
         for ax in (ax_acc, ax_loss):
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
+    # One legend below the panels: the colours are the same in every panel, and a legend
+    # inside a panel would hide the curves of some batch size.
+    entries = {}
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    columns = max(1, min(len(entries), 3))
+    rows = -(-len(entries) // columns)
+    fig.legend(list(entries.values()), list(entries), loc="lower center", ncol=columns,
+               fontsize=9, frameon=False)
     fig.suptitle((experiment.title or "Large batches, learning rate ∝ batch size "
                   "(× marks divergence)") + _seeds_note(results))
-    return _save(fig, figures_dir / f"{experiment.name}.png")
+    return _save(fig, figures_dir / f"{experiment.name}.png", bottom=0.035 * rows + 0.01)
 
 
 def accuracy_heat_map(experiment: Experiment, results: Sequence[Result],

@@ -225,10 +225,16 @@ def test_an_incomplete_seeded_grid_reports_mean_and_std_and_marks_missing_runs(t
     assert '"stopped (non-finite)" counts the runs a non-finite loss stopped' in text
 
 
+def capture_figures(monkeypatch) -> list:
+    """Keeps the figures the report draws, in a list, instead of writing them."""
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path, **_: drawn.append(fig) or [path])
+    return drawn
+
+
 def test_runs_evaluated_only_at_their_end_show_their_final_accuracy_per_run(tmp_path,
                                                                             monkeypatch):
-    figures_drawn = []
-    monkeypatch.setattr(figures, "_save", lambda fig, path: figures_drawn.append(fig) or [path])
+    figures_drawn = capture_figures(monkeypatch)
     fake_trial(tmp_path / "tiny" / "agc", 0.8)
     fake_trial(tmp_path / "tiny" / "none", 0.6)
     report.report_experiment(TINY, tmp_path, tmp_path / "figures")
@@ -243,8 +249,7 @@ def test_runs_evaluated_only_at_their_end_show_their_final_accuracy_per_run(tmp_
 def test_a_diverged_run_gets_an_x_even_when_no_loss_it_logged_is_finite(
         tmp_path, monkeypatch, losses, where):
     # The × sits at the last finite loss, else at the panel's top above the last step.
-    figures_drawn = []
-    monkeypatch.setattr(figures, "_save", lambda fig, path: figures_drawn.append(fig) or [path])
+    figures_drawn = capture_figures(monkeypatch)
     fake_trial(tmp_path / "tiny" / "agc", 0.8, losses=(2.0, 1.5))
     fake_trial(tmp_path / "tiny" / "none", 0.1, diverged=True,
                losses=[float("nan") if x is None else x for x in losses])
@@ -255,8 +260,7 @@ def test_a_diverged_run_gets_an_x_even_when_no_loss_it_logged_is_finite(
 
 
 def test_a_run_keeps_its_colour_in_every_batch_panel(tmp_path, monkeypatch):
-    figures_drawn = []
-    monkeypatch.setattr(figures, "_save", lambda fig, path: figures_drawn.append(fig) or [path])
+    figures_drawn = capture_figures(monkeypatch)
     runs = [Run(f"b{batch}_{name}", (), {"batch_size": batch, "clip": name})
             for batch, names in ((1, ("a", "b")), (2, ("b",))) for name in names]
     grid = dataclasses.replace(TINY, runs=tuple(runs), report=Report(
@@ -267,6 +271,10 @@ def test_a_run_keeps_its_colour_in_every_batch_panel(tmp_path, monkeypatch):
     first, second = figures_drawn[0].axes[0], figures_drawn[0].axes[1]  # Batch 1, batch 2.
     colour_of_b = {line.get_label(): line.get_color() for line in first.lines}["b"]
     assert [line.get_color() for line in second.lines] == [colour_of_b]
+    # One legend, below the panels, with each run once; none inside a panel to hide curves.
+    assert [legend.get_texts()[i].get_text() for legend in figures_drawn[0].legends
+            for i in range(len(legend.get_texts()))] == ["a", "b"]
+    assert all(ax.get_legend() is None for ax in figures_drawn[0].axes)
 
 
 @pytest.mark.parametrize("losses, shown", [((2.3, 5e32, 2.3), "5e+32"),
@@ -357,7 +365,7 @@ def test_nf_vs_bn_compares_four_configurations_per_batch_size_at_equal_budget():
                            "--microbatch-size", "256", "--lr", "0.2", "--clipping", "0.01",
                            "--agc-exclude", "^head/")
     at_4096 = [r.labels["curve"] for r in grid.runs if r.labels["batch_size"] == 4096]
-    assert len(set(at_4096)) == len(at_4096) == 5  # Each its own entry in the panel's legend.
+    assert len(set(at_4096)) == len(at_4096) == 5  # Each its own entry in the legend.
     for run in four_per_batch:
         flags = dict(zip(run.flags[::2], run.flags[1::2], strict=True))
         batch, clipping = run.labels["batch_size"], run.labels["clipping"]
