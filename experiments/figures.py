@@ -71,6 +71,15 @@ def _use_distinct_colors(axes: Sequence, count: int) -> None:
         ax.set_prop_cycle(color=_palette(count))
 
 
+def _legend_entries(axes: Sequence) -> dict[str, Any]:
+    """``{label: handle}`` over ``axes``: one entry per label, whichever panels draw it."""
+    entries: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    return entries
+
+
 def _final_evals_only(results: Sequence[Result]) -> bool:
     """Whether every trial was evaluated once, at its end (a curve would be one point)."""
     return all(len(trial.evals) <= 1 for result in results for trial in result.trials)
@@ -142,10 +151,7 @@ def curves_by_batch(experiment: Experiment, results: Sequence[Result],
             ax.grid(alpha=0.3)
     # One legend below the panels: the colours are the same in every panel, and a legend
     # inside a panel would hide the curves of some batch size.
-    entries = {}
-    for ax in fig.axes:
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            entries.setdefault(label, handle)
+    entries = _legend_entries(fig.axes)
     columns = max(1, min(len(entries), 3))
     rows = -(-len(entries) // columns)
     fig.legend(list(entries.values()), list(entries), loc="lower center", ncol=columns,
@@ -229,10 +235,7 @@ def clip_fraction_by_kind(experiment: Experiment, results: Sequence[Result],
         ax.set(title=kind, xlabel="step", ylim=(-0.03, 1.03))
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("fraction of units clipped\n(mean over leaves of that kind)")
-    entries = {}  # One entry per run, whichever panels it appears in.
-    for ax in axes[0]:
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            entries.setdefault(label, handle)
+    entries = _legend_entries(axes[0])
     axes[0][-1].legend(list(entries.values()), list(entries), fontsize=8)
     fig.suptitle("Which parameters AGC clips")
     return _save(fig, figures_dir / f"{experiment.name}_clip_by_param.png")
