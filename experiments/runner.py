@@ -49,8 +49,10 @@ def relative_to_repo(path: pathlib.Path) -> pathlib.Path:
 def settings(command: Sequence[str]) -> tuple[str, dict[str, tuple[str, ...]]]:
     """The trainer module and the flags of a command that decide its result.
 
-    batch_norm = (flags.get("--model") or [""])[-1].startswith(BATCH_NORM_MODEL_PREFIX)
-    ignored = ("--workdir", "--resume", *(() if batch_norm else EXECUTION_ONLY_FLAGS))
+    Leaves out the interpreter, ``--workdir``, ``--resume`` and, except for BatchNorm
+    models (whose microbatches are normalized on their own), :data:`EXECUTION_ONLY_FLAGS`;
+    the order of the flags does not matter (a later value of a flag wins, as on the command
+    line).
 
     Returns:
       ``(module, {flag: its values})``.
@@ -96,12 +98,40 @@ def config_drift(stored: dict[str, Any], config: Any) -> list[str]:
             if n not in unused and stored[n] != now[n]]
 
 
+def field_of_flag(flag: str) -> str:
+    """The config field a trainer flag sets (``--no-flip`` -> ``flip``)."""
+    name = flag.removeprefix("--")
+    return name.removeprefix("no-").replace("-", "_")
+
+
+def changed_flags(stored: Sequence[str], wanted: Sequence[str],
+                  recorded: dict[str, Any]) -> list[str]:
+    """The flags by which two commands differ, less those ``wanted`` adds to pin a setting.
+
+    A flag that only ``wanted`` has, for a field the stored run recorded (execution-only
+    fields aside), is a pin: the grid now spells out a setting the run got from its
+    preset, and :func:`config_drift` checks that it is the same one.
+
+    Returns:
+      ``[]`` for the same trainer and flags; else a readable difference per flag.
+    """
+    (stored_module, old), (wanted_module, new) = settings(stored), settings(wanted)
+    if stored_module != wanted_module:
+        return [f"trainer {stored_module} -> {wanted_module}"]
+    differences = [f"{flag} {' '.join(old[flag])} -> {' '.join(new.get(flag, ('(unset)',)))}"
+                   for flag in old if new.get(flag) != old[flag]]
+    pinnable = recorded.keys() - set(workdir_lib.EXECUTION_ONLY)  # What config_drift checks.
+    return differences + [f"{flag} (added)" for flag in new
+                          if flag not in old and field_of_flag(flag) not in pinnable]
+
+
 def check_same_settings(workdir: pathlib.Path, command: Sequence[str]) -> None:
     """Refuses to count a stored run as done when the grid now asks for other settings.
 
-    Two checks: the stored ``run.json`` must record the same trainer and flags, and the
-    configuration its ``summary.json`` records must be what those flags give today, so that
-    a changed preset default cannot silently change what stored runs stand for.
+    Two checks: the stored ``run.json`` must record the same trainer and flags (the grid
+    may add flags that pin what the run recorded), and the configuration its
+    ``summary.json`` records must be what the grid's command gives today, so that a changed
+    preset default cannot silently change what stored runs stand for.
 
     Raises:
       ValueError: another trainer or other flags, or a recorded setting that the same
@@ -110,18 +140,18 @@ def check_same_settings(workdir: pathlib.Path, command: Sequence[str]) -> None:
     run = runs.read_run(workdir)
     if not run.spec:
         return
-    stored, wanted = settings(run.spec["command"]), settings(command)
-    if stored != wanted:
+    changes = changed_flags(run.spec["command"], command, run.config)
+    if changes:
         raise ValueError(
             f"{workdir} finished with {' '.join(run.spec['command'])}, but the experiment now runs "
-            f"{' '.join(command[1:])}. Delete that directory to rerun it with the new "
-            "flags, or restore the experiment's definition.")
+            f"{' '.join(command[1:])} ({'; '.join(changes)}). Delete that directory to rerun "
+            "it with the new flags, or restore the experiment's definition.")
     drift = config_drift(run.config, command_config(command))
     if drift:
         raise ValueError(
             f"{workdir} finished with settings that its command no longer gives "
-            f"({'; '.join(drift)}): a preset default changed. Pin the old value in the "
-            "experiment's flags, or delete that directory to rerun it.")
+            f"({'; '.join(drift)}): a preset default changed or a pinned flag differs. Pin "
+            "the old value in the experiment's flags, or delete that directory to rerun it.")
 
 
 def launch_subprocess(command: list[str], workdir: pathlib.Path) -> int:

@@ -194,6 +194,33 @@ def test_a_stored_run_whose_preset_default_changed_is_not_counted_as_done(tmp_pa
         runner.run_experiment(TINY, tmp_path, only=["agc"])
 
 
+def test_a_grid_may_pin_a_setting_its_stored_runs_got_from_their_preset(tmp_path):
+    # What the refusal above advises: after a preset changes, the grid spells out the old
+    # value, and its stored runs still count as done; a pin that differs does not.
+    trial = TINY.all_trials()[0]
+    command = TINY.command(trial, "w")[1:]
+    config = dataclasses.asdict(runner.command_config(command))
+    fake_trial(tmp_path / "tiny" / "agc", 0.5, command=command)
+    summary_path = tmp_path / "tiny/agc/summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary_path.write_text(json.dumps({**summary, "config": config}))
+
+    def pinned(*extra):
+        return dataclasses.replace(TINY, common_flags=(*TINY.common_flags, *extra))
+
+    same = ("--weight-decay", repr(config["weight_decay"]), "--no-flip" if not config["flip"]
+            else "--flip")
+    assert runner.run_experiment(pinned(*same), tmp_path, only=["agc"]) == {"agc": "done"}
+    with pytest.raises(ValueError, match=r"--weight-decay .* -> 0.123\): a preset default "
+                                         "changed or a pinned flag differs"):
+        runner.run_experiment(pinned("--weight-decay", "0.123"), tmp_path, only=["agc"])
+    # A flag for a setting the run did not record cannot be checked against it.
+    summary_path.write_text(json.dumps(
+        {**summary, "config": {k: v for k, v in config.items() if k != "weight_decay"}}))
+    with pytest.raises(ValueError, match=r"--weight-decay \(added\)\)\. Delete that directory"):
+        runner.run_experiment(pinned(*same), tmp_path, only=["agc"])
+
+
 def test_flag_order_the_workdir_and_execution_only_flags_do_not_change_the_settings():
     base = ["py", "-m", "m", "--preset", "cpu", "--workdir", "/a/b", "--lr", "0.2", "--seed", "1"]
     same = ["-m", "m", "--seed", "1", "--workdir", "c", "--microbatch-size", "8", "--preset",
@@ -382,6 +409,16 @@ def test_the_microbatch_size_decides_a_batch_norm_runs_result_only():
         command = ["-m", "m", "--model", model, "--microbatch-size", "256"]
         differs = runner.settings(command) != runner.settings([*command[:-1], "128"])
         assert differs == counts, model
+
+
+def test_a_batch_norm_runs_microbatch_size_cannot_be_pinned_after_the_fact():
+    # The configuration check skips execution-only fields, so an added --microbatch-size
+    # is not a pin but a change for a BatchNorm run; an added --lr is a pin.
+    stored = ["-m", "m", "--model", "bn_resnet_cpu"]
+    recorded = {"model": "bn_resnet_cpu", "microbatch_size": None, "lr": 0.1}
+    assert runner.changed_flags(stored, [*stored, "--microbatch-size", "128"], recorded) == [
+        "--microbatch-size (added)"]
+    assert runner.changed_flags(stored, [*stored, "--lr", "0.1"], recorded) == []
 
 
 def test_the_step_time_is_the_median_interval_without_the_compiling_step(tmp_path):
