@@ -61,19 +61,21 @@ def test_agc_invariants(problem):
     limit = clipping * np.maximum(np.linalg.norm(p_units, axis=1), eps)
     g_norm = np.linalg.norm(g_units, axis=1)
     o_norm = np.linalg.norm(o_units.astype(np.float64), axis=1)
+    # float32 rounding: AGC's two norms of a unit of n elements, each within n·2⁻²⁴.
+    rtol = 1e-5 + 2 * g_units.shape[1] * 2.0**-24
     for i in range(len(g_units)):
-        # Every unit ends within the bound (float32 rounding aside).
-        assert o_norm[i] <= limit[i] * (1 + 1e-5) + 1e-30 or np.array_equal(o_units[i],
+        # Every unit ends within the bound.
+        assert o_norm[i] <= limit[i] * (1 + rtol) + 1e-30 or np.array_equal(o_units[i],
                                                                              g_units[i])
         if np.array_equal(o_units[i], unit_view(grad, fan_in)[i]):
             # Unchanged units are exactly those within the bound.
-            assert g_norm[i] <= limit[i] * (1 + 1e-5)
+            assert g_norm[i] <= limit[i] * (1 + rtol)
         else:
             # Clipped units: were over the bound, keep their direction, end on the bound.
-            assert g_norm[i] >= limit[i] * (1 - 1e-5)
-            np.testing.assert_allclose(o_norm[i], limit[i], rtol=1e-5)
+            assert g_norm[i] >= limit[i] * (1 - rtol)
+            np.testing.assert_allclose(o_norm[i], limit[i], rtol=rtol)
             cosine = o_units[i].astype(np.float64) @ g_units[i] / (o_norm[i] * g_norm[i])
-            np.testing.assert_allclose(cosine, 1.0, rtol=1e-5)
+            np.testing.assert_allclose(cosine, 1.0, rtol=rtol)
 
 
 def one_unit_of_405_ones():
