@@ -116,3 +116,43 @@ def test_inconsistent_layouts_are_refused(patch_size, num_heads, message):
                           mlp_dim=64)
     with pytest.raises(ValueError, match=message):
         models.ViT(spec, 10, rngs=nnx.Rngs(0))
+
+
+def numpy_diagonal_neighbours(images: np.ndarray, shift: int) -> np.ndarray:
+    """The image and, per pixel, its four diagonal neighbours ``shift`` pixels away (the
+    nearest border pixel where the neighbour lies outside), stacked on the channel axis."""
+    _, height, width, _ = images.shape
+    rows, cols = np.arange(height), np.arange(width)
+    copies = [images]
+    for dy, dx in ((-1, -1), (-1, 1), (1, -1), (1, 1)):
+        r = np.clip(rows + dy * shift, 0, height - 1)
+        c = np.clip(cols + dx * shift, 0, width - 1)
+        copies.append(images[:, r][:, :, c])
+    return np.concatenate(copies, axis=-1)
+
+
+def test_diagonal_shifts_stack_each_pixels_neighbours_half_a_patch_away():
+    images = np.random.default_rng(0).normal(size=(2, 9, 11, 2))
+    got = models.shift_diagonally(jnp.asarray(images, jnp.float32), 3)
+    assert got.shape == (2, 9, 11, 10)
+    np.testing.assert_allclose(got, numpy_diagonal_neighbours(images, 3), rtol=1e-6)
+
+
+def test_shifted_patch_tokens_embed_the_patches_of_the_shifted_stack():
+    spec = models.ViTSpec(patch_size=7, width=32, depth=1, num_heads=2, mlp_dim=64,
+                          shifted_patches=True)
+    model = models.ViT(spec, 10, rngs=nnx.Rngs(0))
+    x = np.asarray(jax.random.normal(jax.random.key(0), IMAGE), np.float64)
+    stack = numpy_diagonal_neighbours(x, 3)  # Half of a 7-pixel patch, rounded down.
+    kernel = np.asarray(model.patch_embed.kernel[...], np.float64).reshape(7 * 7 * 5, 32)
+    patches = stack.reshape(2, 4, 7, 4, 7, 5).transpose(0, 1, 3, 2, 4, 5).reshape(2, 16, -1)
+    expected = (patches @ kernel + np.asarray(model.patch_embed.bias[...])
+                + np.asarray(model.position_embedding[...]))
+    np.testing.assert_allclose(model.tokens(jnp.asarray(x, jnp.float32)), expected,
+                               rtol=1e-4, atol=1e-5)
+    # The patch embedding is a 7×7 conv over the 5 stacked channels: every axis but the
+    # output feature is fan-in.
+    unit_axes = optim.model_unit_axes(model, IMAGE)
+    kernel_leaf = model.patch_embed.kernel[...]
+    assert kernel_leaf.shape == (7, 7, 5, 32)
+    assert unit_axes("patch_embed/kernel", kernel_leaf) == (0, 1, 2)

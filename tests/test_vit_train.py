@@ -72,7 +72,8 @@ def test_agc_units_flag_picks_the_rule(units, query, out):
 
 
 def test_a_model_whose_patches_do_not_tile_the_images_is_a_user_error():
-    config = dataclasses.replace(configs.get_config("cpu"), dataset="cifar10")  # 7 ∤ 32
+    config = dataclasses.replace(configs.get_config("cpu"), model="vit_cpu",
+                                 dataset="cifar10")  # 7 ∤ 32
     # The variants with 4-pixel patches tile 32×32; the 7-pixel ones do not.
     tiling = r"\['vit_cpu_p4', 'vit_small'\]"
     with pytest.raises(errors.UserError, match=rf"--model vit_cpu .* pick one of {tiling}"):

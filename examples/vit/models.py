@@ -1,7 +1,10 @@
 """A Vision Transformer (ViT) in Flax NNX, sized for small grayscale images.
 
 The image is cut into non-overlapping ``p × p`` patches, each linearly embedded (a
-convolution with kernel and stride ``p``) and added to a learned position embedding. A
+convolution with kernel and stride ``p``) and added to a learned position embedding;
+variants with ``shifted_patches`` first stack the image with four diagonally shifted copies
+(shifted patch tokenization, Lee et al. 2021), so that each token also sees the pixels
+around its patch, at the cost of a 5× larger patch embedding and no more tokens. A
 stack of pre-LayerNorm encoder blocks follows, each ``x + attention(norm(x))`` then
 ``x + mlp(norm(x))``; a final LayerNorm, a mean over the tokens and a linear ``head``
 give the logits. Variants are rows of :data:`VARIANTS`.
@@ -14,6 +17,8 @@ and nothing else.
 References:
   Dosovitskiy et al., *An Image is Worth 16x16 Words: Transformers for Image Recognition
   at Scale*, ICLR 2021, arXiv:2010.11929.
+  Lee, Lee, Song, *Vision Transformer for Small-Size Datasets*, 2021, arXiv:2112.13492
+  (shifted patch tokenization).
 """
 
 import dataclasses
@@ -35,6 +40,9 @@ class ViTSpec:
       depth: number of encoder blocks.
       num_heads: attention heads per block; must divide ``width``.
       mlp_dim: hidden width of each block's MLP.
+      shifted_patches: cut the patches from the image stacked with its four copies
+        shifted diagonally by half a patch (shifted patch tokenization), so each token
+        also sees the pixels around its patch; the token count is unchanged.
     """
 
     patch_size: int
@@ -42,6 +50,7 @@ class ViTSpec:
     depth: int
     num_heads: int
     mlp_dim: int
+    shifted_patches: bool = False
 
 
 VARIANTS: dict[str, ViTSpec] = {
@@ -53,9 +62,40 @@ VARIANTS: dict[str, ViTSpec] = {
     # 0.14M parameters, 49 tokens of 4×4 pixels: the CPU preset's re-tuning probe
     # (experiment vit_cpu_preset_retune); about 1.5× vit_cpu's multiply-adds per image.
     "vit_cpu_p4": ViTSpec(patch_size=4, width=64, depth=4, num_heads=4, mlp_dim=128),
+    # vit_cpu with shifted patch tokenization: 16 tokens that each see a 13×13 window.
+    "vit_cpu_spt": ViTSpec(patch_size=7, width=96, depth=4, num_heads=4, mlp_dim=192,
+                           shifted_patches=True),
     # 4.8M parameters, 49 tokens of 4×4 pixels: for an accelerator.
     "vit_small": ViTSpec(patch_size=4, width=256, depth=6, num_heads=8, mlp_dim=1024),
 }
+
+
+_DIAGONAL_SHIFTS = ((-1, -1), (-1, 1), (1, -1), (1, 1))
+
+
+def shift_diagonally(images: jax.Array, shift: int) -> jax.Array:
+    """Stacks NHWC images with their four diagonal shifts along the channel axis.
+
+    Args:
+      images: ``(batch, height, width, channels)``.
+      shift: pixels to shift by in each direction; a neighbour beyond the border takes the
+        value of the nearest border pixel.
+
+    Returns:
+      ``(batch, height, width, 5 * channels)``: the images, then four copies whose pixel
+      ``(i, j)`` is the image's pixel ``(i - s, j - s)``, ``(i - s, j + s)``,
+      ``(i + s, j - s)`` and ``(i + s, j + s)``, ``s`` the shift.
+
+    References:
+      Lee, Lee, Song, *Vision Transformer for Small-Size Datasets*, 2021,
+      arXiv:2112.13492 (shifted patch tokenization; the paper also layer-normalizes each
+      flattened patch, which this model does not).
+    """
+    _, height, width, _ = images.shape
+    padded = jnp.pad(images, ((0, 0), (shift, shift), (shift, shift), (0, 0)), mode="edge")
+    shifted = [padded[:, shift + dy * shift:shift + dy * shift + height,
+                      shift + dx * shift:shift + dx * shift + width] for dy, dx in _DIAGONAL_SHIFTS]
+    return jnp.concatenate([images, *shifted], axis=-1)
 
 
 class Mlp(nnx.Module):
@@ -140,7 +180,9 @@ class ViT(nnx.Module):
         if spec.width % spec.num_heads:
             raise ValueError(f"num_heads {spec.num_heads} must divide width {spec.width}.")
         p = spec.patch_size
-        self.patch_embed = nnx.Conv(in_features, spec.width, (p, p), strides=(p, p),
+        self.shifted_patches = spec.shifted_patches
+        patch_features = in_features * (len(_DIAGONAL_SHIFTS) + 1 if spec.shifted_patches else 1)
+        self.patch_embed = nnx.Conv(patch_features, spec.width, (p, p), strides=(p, p),
                                     padding="VALID", kernel_init=_KERNEL_INIT, dtype=dtype,
                                     rngs=rngs)
         num_tokens = (image_size // p) ** 2
@@ -157,6 +199,8 @@ class ViT(nnx.Module):
 
     def tokens(self, x: jax.Array) -> jax.Array:
         """Embeds NHWC images as ``(batch, tokens, width)``, position embedding added."""
+        if self.shifted_patches:
+            x = shift_diagonally(x, self.patch_embed.kernel_size[0] // 2)
         patches = self.patch_embed(x)
         batch, height, width, features = patches.shape
         tokens = patches.reshape(batch, height * width, features)
