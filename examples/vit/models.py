@@ -181,6 +181,7 @@ class ViT(nnx.Module):
             raise ValueError(f"num_heads {spec.num_heads} must divide width {spec.width}.")
         p = spec.patch_size
         self.shifted_patches = spec.shifted_patches
+        self.patch_shift = p // 2  # Half a patch, rounded down: 3 pixels for 7×7 patches.
         patch_features = in_features * (len(_DIAGONAL_SHIFTS) + 1 if spec.shifted_patches else 1)
         self.patch_embed = nnx.Conv(patch_features, spec.width, (p, p), strides=(p, p),
                                     padding="VALID", kernel_init=_KERNEL_INIT, dtype=dtype,
@@ -200,7 +201,7 @@ class ViT(nnx.Module):
     def tokens(self, x: jax.Array) -> jax.Array:
         """Embeds NHWC images as ``(batch, tokens, width)``, position embedding added."""
         if self.shifted_patches:
-            x = shift_diagonally(x, self.patch_embed.kernel_size[0] // 2)
+            x = shift_diagonally(x, self.patch_shift)
         patches = self.patch_embed(x)
         batch, height, width, features = patches.shape
         tokens = patches.reshape(batch, height * width, features)
