@@ -181,6 +181,23 @@ VIT_CPU_PRESET_RETUNE = Experiment(
             ("--model", "vit_cpu_spt", "--dropout-rate", "0.1", "--epochs", "16"),
             {"lr": 1e-3, "clip": "shifted patch tokens, dropout 0.1, AGC before AdamW λ=0.01, "
                                  "16 epochs"}),
+        Run("shifted_patches_diagonal_mask_14_epochs",
+            ("--model", "vit_cpu_spt_dm", "--epochs", "14"),
+            {"lr": 1e-3, "clip": "shifted patch tokens, diagonal mask, AGC before AdamW "
+                                 "λ=0.01, 14 epochs"}),
+        Run("shifted_patches_diagonal_mask_qk_norm_14_epochs",
+            ("--model", "vit_cpu_spt_dm_qkn", "--epochs", "14"),
+            {"lr": 1e-3, "clip": "shifted patch tokens, diagonal mask, QK-norm, AGC before "
+                                 "AdamW λ=0.01, 14 epochs"}),
+        Run("shifted_patches_erase0.5_14_epochs",
+            ("--model", "vit_cpu_spt", "--epochs", "14", "--erase-probability", "0.5"),
+            {"lr": 1e-3, "clip": "shifted patch tokens, random erasing 0.5, AGC before AdamW "
+                                 "λ=0.01, 14 epochs"}),
+        Run("shifted_patches_dropout0.1_batch128_lr2e-3_erase0.5_18_epochs",
+            ("--model", "vit_cpu_spt", "--dropout-rate", "0.1", "--batch-size", "128",
+             "--lr", "2e-3", "--epochs", "18", "--erase-probability", "0.5"),
+            {"lr": 2e-3, "clip": "shifted patch tokens, dropout 0.1, batch 128, random erasing "
+                                 "0.5, AGC before AdamW λ=0.01, 18 epochs"}),
     ),
     report=Report(figures=(figures.curves,), columns=("lr", "clip")),
     seeds=ONE_SEED,

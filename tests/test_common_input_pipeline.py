@@ -135,3 +135,47 @@ def test_device_prefetcher_yields_the_batches_and_their_resume_states():
         np.testing.assert_array_equal(np.asarray(batch["label"]), labels_)
     resumed = input_pipeline.iterate(ds, got[1][1])
     np.testing.assert_array_equal(next(resumed)["label"], expected[2])
+
+
+def test_erase_replaces_exactly_each_images_rectangle():
+    images = np.random.default_rng(0).normal(size=(3, 7, 9, 2)).astype(np.float32)
+    fill = np.random.default_rng(1).normal(size=images.shape).astype(np.float32)
+    boxes = np.array([[1, 2, 3, 4], [0, 0, 7, 9], [5, 6, 0, 3]])  # The last is empty.
+    expected = images.copy()
+    for i, (top, left, rows, columns) in enumerate(boxes):
+        expected[i, top:top + rows, left:left + columns] = fill[i, top:top + rows,
+                                                                left:left + columns]
+    got = input_pipeline.erase(jnp.asarray(images), jnp.asarray(boxes), jnp.asarray(fill))
+    np.testing.assert_array_equal(np.asarray(got), expected)
+
+
+def test_erase_boxes_fit_the_image_with_the_drawn_area_and_aspect():
+    boxes = np.asarray(input_pipeline.erase_boxes(jax.random.key(0), 4000, 28, 20, 0.3))
+    top, left, rows, columns = boxes.T
+    erased = rows > 0
+    assert abs(erased.mean() - 0.3) < 0.03
+    assert np.all(top >= 0) and np.all(left >= 0)
+    assert np.all(top + rows <= 28) and np.all(left + columns <= 20)
+    area = rows[erased] * columns[erased] / (28 * 20)
+    # Rounding the sides moves the area by at most about a side's length.
+    assert 0.01 < area.min() < 0.03 and 0.35 < area.max() < 0.45
+    aspect = rows[erased] / columns[erased]
+    assert 0.2 < aspect.min() < 0.45 and 2.2 < aspect.max() < 4.5
+    # Positions spread over the image: rectangles touch every border.
+    assert top.min() == 0 and left.min() == 0
+    assert (top + rows).max() == 28 and (left + columns).max() == 20
+    # On a flat image a tall rectangle would not fit: it is cut to the image's height.
+    top, left, rows, columns = np.asarray(
+        input_pipeline.erase_boxes(jax.random.key(1), 1000, 4, 28, 1.0)).T
+    assert rows.max() == 4 and np.all(top + rows <= 4) and np.all(left + columns <= 28)
+
+
+def test_erasing_keeps_crops_and_flips_and_changes_one_rectangle_per_image():
+    x = jax.random.normal(jax.random.key(0), (64, 12, 12, 1))
+    plain = np.asarray(input_pipeline.augment(jax.random.key(1), x, 2, True))
+    erased = np.asarray(input_pipeline.augment(jax.random.key(1), x, 2, True, 1.0))
+    for p, e in zip(plain, erased, strict=True):
+        rows, columns = np.nonzero((p != e)[..., 0])
+        assert rows.size > 0  # Noise equals no pixel it replaces.
+        box = (slice(rows.min(), rows.max() + 1), slice(columns.min(), columns.max() + 1))
+        assert rows.size == (p[box] != e[box]).size  # The changed pixels fill a rectangle.

@@ -92,6 +92,7 @@ def truncated_fashion_mnist(tmp_path: pathlib.Path) -> str:
     (["--batch-size", "-8"], "--batch-size -8: must be at least 1"),
     (["--steps", "0"], "--steps 0: must be at least 1"),
     (["--clipping", "-1"], "--clipping -1.0: must be ≥ 0 (0 turns AGC off)"),
+    (["--erase-probability", "1.5"], "--erase-probability 1.5: a probability, must be at most 1"),
     (["--agc-exclude", "^haed/"], "--agc-exclude '^haed/' matches no parameter path"),
     (["--agc-exclude", "head/("], "--agc-exclude 'head/(': not a regular expression"),
     (["--microbatch-size", "48"], "--microbatch-size 48 must divide --batch-size 64"),

@@ -156,3 +156,66 @@ def test_shifted_patch_tokens_embed_the_patches_of_the_shifted_stack():
     kernel_leaf = model.patch_embed.kernel[...]
     assert kernel_leaf.shape == (7, 7, 5, 32)
     assert unit_axes("patch_embed/kernel", kernel_leaf) == (0, 1, 2)
+
+
+def numpy_layer_norm(x: np.ndarray, scale: np.ndarray, bias: np.ndarray | float = 0.0,
+                     eps: float = 1e-6) -> np.ndarray:
+    centred = x - x.mean(-1, keepdims=True)
+    return centred / np.sqrt((centred ** 2).mean(-1, keepdims=True) + eps) * scale + bias
+
+
+def numpy_encoder_block(x: np.ndarray, p: dict[str, np.ndarray], diagonal_mask: bool,
+                        qk_norm: bool) -> np.ndarray:
+    """A pre-LayerNorm encoder block in float64, written from its definition."""
+    h = numpy_layer_norm(x, p["attention_norm/scale"], p["attention_norm/bias"])
+    q, k, v = (np.einsum("bti,ihd->bthd", h, p[f"attention/{n}/kernel"])
+               + p[f"attention/{n}/bias"] for n in ("query", "key", "value"))
+    if qk_norm:
+        q = numpy_layer_norm(q, p["attention/query_ln/scale"])
+        k = numpy_layer_norm(k, p["attention/key_ln/scale"])
+    logits = np.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(q.shape[-1])
+    if diagonal_mask:
+        logits = np.where(np.eye(x.shape[1], dtype=bool), -np.inf, logits)
+    weights = np.exp(logits - logits.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    heads = np.einsum("bhqk,bkhd->bqhd", weights, v)
+    x = x + np.einsum("bqhd,hdo->bqo", heads, p["attention/out/kernel"]) + p["attention/out/bias"]
+    h = numpy_layer_norm(x, p["mlp_norm/scale"], p["mlp_norm/bias"])
+    h = h @ p["mlp/hidden/kernel"] + p["mlp/hidden/bias"]
+    h = 0.5 * h * (1 + np.tanh(np.sqrt(2 / np.pi) * (h + 0.044715 * h ** 3)))  # tanh GELU.
+    return x + h @ p["mlp/output/kernel"] + p["mlp/output/bias"]
+
+
+@pytest.mark.parametrize("diagonal_mask, qk_norm", [(False, False), (True, False), (True, True)])
+def test_encoder_block_matches_a_numpy_block(diagonal_mask, qk_norm):
+    spec = models.ViTSpec(patch_size=7, width=32, depth=1, num_heads=2, mlp_dim=64,
+                          diagonal_mask=diagonal_mask, qk_norm=qk_norm)
+    block = models.EncoderBlock(spec, dropout_rate=0.0, dtype=None, rngs=nnx.Rngs(0))
+    # Random values for every parameter, so that scales of one and zero biases hide nothing.
+    state = nnx.state(block, nnx.Param)
+    leaves, treedef = jax.tree.flatten(state)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    nnx.update(block, jax.tree.unflatten(treedef, [
+        0.3 * jax.random.normal(key, leaf.shape) for key, leaf in zip(keys, leaves, strict=True)]))
+    params = {agc_optax.path_to_str(path): np.asarray(leaf, np.float64) for path, leaf
+              in jax.tree_util.tree_leaves_with_path(nnx.state(block, nnx.Param))}
+    assert ("attention/query_ln/scale" in params) == qk_norm
+    x = np.asarray(jax.random.normal(jax.random.key(2), (2, 16, 32)), np.float64)
+    np.testing.assert_allclose(block(jnp.asarray(x, jnp.float32)),
+                               numpy_encoder_block(x, params, diagonal_mask, qk_norm),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_query_and_key_norm_scales_are_one_unit_each():
+    spec = models.ViTSpec(patch_size=7, width=32, depth=1, num_heads=2, mlp_dim=64,
+                          diagonal_mask=True, qk_norm=True)
+    model = models.ViT(spec, 10, rngs=nnx.Rngs(0))
+    unit_axes = optim.model_unit_axes(model, IMAGE)
+    for name in ("query_ln", "key_ln"):
+        # A (head_dim,) scale multiplies the normalized queries or keys: never contracted.
+        scale = getattr(model.blocks[0].attention, name).scale[...]
+        assert scale.shape == (16,)
+        assert unit_axes(f"blocks/0/attention/{name}/scale", scale) == (0,)
+    # The query kernel's units do not change: its input axis is the fan-in.
+    kernel = model.blocks[0].attention.query.kernel[...]
+    assert unit_axes("blocks/0/attention/query/kernel", kernel) == (0,)

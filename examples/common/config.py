@@ -40,6 +40,8 @@ class LoopConfig:
         the classic baseline); 0 is off.
       crop_padding: zero padding before the random crop; 0 for no crop.
       flip: random horizontal flips.
+      erase_probability: the chance that random erasing replaces a rectangle of an image
+        by noise; 0 for none.
       dtype: the compute dtype (``auto``: bfloat16 on GPU/TPU, float32 on CPU); parameters
         and AGC statistics stay float32.
       eval_batch_size: global batch size of evaluation.
@@ -64,6 +66,7 @@ class LoopConfig:
     clip_global_norm: float = 0.0
     crop_padding: int = 2
     flip: bool = True
+    erase_probability: float = 0.0
     dtype: str = dataclasses.field(default="auto",
                                    metadata={"choices": ("auto", "float32", "bfloat16")})
     eval_batch_size: int = 1000

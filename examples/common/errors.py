@@ -32,6 +32,7 @@ NON_NEGATIVE = {
     "clipping": "0 turns AGC off", "clip_global_norm": "0 turns it off",
     "crop_padding": "0: no crop", "label_smoothing": "", "weight_decay": "",
     "dropout_rate": "", "drop_path_rate": "", "warmup_epochs": "0: no warm-up",
+    "erase_probability": "0: no erasing",
 }
 # Fields that must be finite and > 0.
 POSITIVE_FLOATS = ("lr", "agc_eps")
@@ -58,6 +59,9 @@ def _check_ranges(config: Any) -> None:
         value = getattr(config, name, None)
         if name in fields and not 0 < value < float("inf"):
             raise UserError(f"{flag(name)} {value}: must be > 0.")
+    if getattr(config, "erase_probability", 0) > 1:
+        raise UserError(f"--erase-probability {config.erase_probability}: a probability, "
+                        "must be at most 1.")
     if getattr(config, "label_smoothing", 0) >= 1:
         raise UserError(f"--label-smoothing {config.label_smoothing}: must be below 1.")
 

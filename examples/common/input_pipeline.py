@@ -3,7 +3,7 @@
 The host only shuffles, shards and batches uint8 images with grain (a random-access
 ``MapDataset`` sharded by JAX process), whose iterator state is a small JSON object that
 the checkpoint stores, so a resumed run continues mid-epoch exactly. The
-device normalises, randomly crops and flips under ``jit`` (:func:`augment`), and
+device normalises, randomly crops, flips and erases under ``jit`` (:func:`augment`), and
 :class:`DevicePrefetcher` keeps the next batches on device while a step runs.
 """
 
@@ -130,14 +130,17 @@ def normalize(images: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
     return (images.astype(jnp.float32) / 255.0 - mean) / std
 
 
-def augment(rng: jax.Array, images: jax.Array, padding: int, flip: bool) -> jax.Array:
-    """Random crop after zero padding, and random horizontal flip, per example.
+def augment(rng: jax.Array, images: jax.Array, padding: int, flip: bool,
+            erase_probability: float = 0.0) -> jax.Array:
+    """Random crop after zero padding, random horizontal flip and random erasing, per example.
 
     Args:
       rng: a PRNG key.
       images: normalised NHWC images.
       padding: pixels of zero padding on each side before the crop; 0 for no crop.
       flip: whether to flip half of the images left to right.
+      erase_probability: the chance that an image has a random rectangle replaced by
+        noise (:func:`random_erase`); 0 for none.
 
     Returns:
       Augmented images of the same shape.
@@ -154,7 +157,86 @@ def augment(rng: jax.Array, images: jax.Array, padding: int, flip: bool) -> jax.
     if flip:
         flips = jax.random.bernoulli(flip_rng, 0.5, (n, 1, 1, 1))
         images = jnp.where(flips, images[:, :, ::-1], images)
+    if erase_probability:
+        # A key of its own, so that crops and flips stay what they were without erasing.
+        images = random_erase(jax.random.fold_in(rng, 1), images, erase_probability)
     return images
+
+
+# Random erasing's rectangle: 2 % to 40 % of the image, height/width ratio 0.3 to 1/0.3.
+ERASE_AREA = (0.02, 0.4)
+ERASE_ASPECT = (0.3, 1 / 0.3)
+
+
+def erase_boxes(rng: jax.Array, n: int, height: int, width: int,
+                probability: float) -> jax.Array:
+    """Draws the rectangles of random erasing, one per image.
+
+    Args:
+      rng: a PRNG key.
+      n: number of images.
+      height: image height in pixels.
+      width: image width in pixels.
+      probability: the chance that an image's rectangle is not empty.
+
+    Returns:
+      ``(n, 4)`` int32 ``(top, left, rows, columns)``: an area drawn uniformly from
+      :data:`ERASE_AREA` of the image and an aspect ratio drawn log-uniformly from
+      :data:`ERASE_ASPECT`, rounded and cut to fit, at a uniform position; ``rows`` is 0
+      for an image left alone.
+    """
+    area_rng, aspect_rng, top_rng, left_rng, apply_rng = jax.random.split(rng, 5)
+    area = jax.random.uniform(area_rng, (n,), minval=ERASE_AREA[0],
+                              maxval=ERASE_AREA[1]) * height * width
+    log_aspect = jax.random.uniform(aspect_rng, (n,), minval=jnp.log(ERASE_ASPECT[0]),
+                                    maxval=jnp.log(ERASE_ASPECT[1]))
+    rows = jnp.clip(jnp.round(jnp.sqrt(area * jnp.exp(log_aspect))), 1, height).astype(jnp.int32)
+    columns = jnp.clip(jnp.round(jnp.sqrt(area / jnp.exp(log_aspect))), 1, width).astype(jnp.int32)
+    top = jnp.floor(jax.random.uniform(top_rng, (n,)) * (height - rows + 1)).astype(jnp.int32)
+    left = jnp.floor(jax.random.uniform(left_rng, (n,)) * (width - columns + 1)).astype(jnp.int32)
+    rows = jnp.where(jax.random.bernoulli(apply_rng, probability, (n,)), rows, 0)
+    return jnp.stack([top, left, rows, columns], axis=1)
+
+
+def erase(images: jax.Array, boxes: jax.Array, fill: jax.Array) -> jax.Array:
+    """Replaces each image's rectangle ``(top, left, rows, columns)`` by ``fill``.
+
+    Args:
+      images: NHWC images.
+      boxes: ``(n, 4)`` integer rectangles, as :func:`erase_boxes` draws them.
+      fill: values of the same shape as ``images``.
+
+    Returns:
+      The images with their rectangles' pixels (every channel) taken from ``fill``.
+    """
+    _, height, width, _ = images.shape
+    top, left, rows, columns = (boxes[:, i, None, None, None] for i in range(4))
+    y = jnp.arange(height)[None, :, None, None]
+    x = jnp.arange(width)[None, None, :, None]
+    inside = (y >= top) & (y < top + rows) & (x >= left) & (x < left + columns)
+    return jnp.where(inside, fill, images)
+
+
+def random_erase(rng: jax.Array, images: jax.Array, probability: float) -> jax.Array:
+    """Random erasing: with ``probability``, a random rectangle of an image becomes noise.
+
+    Args:
+      rng: a PRNG key.
+      images: normalised NHWC images.
+      probability: the chance that each image is erased.
+
+    Returns:
+      The images, a rectangle of some (:func:`erase_boxes`) replaced by standard normal
+      noise: random values of the normalised images' scale.
+
+    References:
+      Zhong, Zheng, Kang, Li, Yang, *Random Erasing Data Augmentation*, AAAI 2020,
+      arXiv:1708.04896.
+    """
+    n, height, width, _ = images.shape
+    box_rng, noise_rng = jax.random.split(rng)
+    boxes = erase_boxes(box_rng, n, height, width, probability)
+    return erase(images, boxes, jax.random.normal(noise_rng, images.shape, images.dtype))
 
 
 class DevicePrefetcher:

@@ -54,7 +54,8 @@ def prepare_batch(step: jax.Array, batch: Batch,
     config = ctx.config
     aug_rng, dropout_rng = jax.random.split(jax.random.fold_in(ctx.key, step))
     images = input_pipeline.normalize(batch["image"], ctx.mean, ctx.std)
-    images = input_pipeline.augment(aug_rng, images, config.crop_padding, config.flip)
+    images = input_pipeline.augment(aug_rng, images, config.crop_padding, config.flip,
+                                    config.erase_probability)
     return images, batch["label"], dropout_rng
 
 

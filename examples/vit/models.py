@@ -43,6 +43,10 @@ class ViTSpec:
       shifted_patches: cut the patches from the image stacked with its four copies
         shifted diagonally by half a patch (shifted patch tokenization), so each token
         also sees the pixels around its patch; the token count is unchanged.
+      diagonal_mask: no token attends to itself, so attention mixes in only the other
+        tokens (the diagonal masking of locality self-attention).
+      qk_norm: layer-normalize each head's queries and keys (``normalize_qk`` of
+        ``nnx.MultiHeadAttention``); their learned scales set the attention's temperature.
     """
 
     patch_size: int
@@ -51,6 +55,8 @@ class ViTSpec:
     num_heads: int
     mlp_dim: int
     shifted_patches: bool = False
+    diagonal_mask: bool = False
+    qk_norm: bool = False
 
 
 VARIANTS: dict[str, ViTSpec] = {
@@ -65,6 +71,12 @@ VARIANTS: dict[str, ViTSpec] = {
     # vit_cpu with shifted patch tokenization: 16 tokens that each see a 13×13 window.
     "vit_cpu_spt": ViTSpec(patch_size=7, width=96, depth=4, num_heads=4, mlp_dim=192,
                            shifted_patches=True),
+    # vit_cpu_spt whose tokens do not attend to themselves, without and with QK-norm: the
+    # diagonal mask and a learned temperature, as in locality self-attention.
+    "vit_cpu_spt_dm": ViTSpec(patch_size=7, width=96, depth=4, num_heads=4, mlp_dim=192,
+                              shifted_patches=True, diagonal_mask=True),
+    "vit_cpu_spt_dm_qkn": ViTSpec(patch_size=7, width=96, depth=4, num_heads=4, mlp_dim=192,
+                                  shifted_patches=True, diagonal_mask=True, qk_norm=True),
     # 4.8M parameters, 49 tokens of 4×4 pixels: for an accelerator.
     "vit_small": ViTSpec(patch_size=4, width=256, depth=6, num_heads=8, mlp_dim=1024),
 }
@@ -134,14 +146,17 @@ class EncoderBlock(nnx.Module):
         self.attention_norm = nnx.LayerNorm(spec.width, dtype=dtype, rngs=rngs)
         self.attention = nnx.MultiHeadAttention(
             spec.num_heads, spec.width, kernel_init=_KERNEL_INIT, dtype=dtype, decode=False,
-            keep_rngs=False, rngs=rngs)
+            normalize_qk=spec.qk_norm, keep_rngs=False, rngs=rngs)
+        self.diagonal_mask = spec.diagonal_mask
         self.mlp_norm = nnx.LayerNorm(spec.width, dtype=dtype, rngs=rngs)
         self.mlp = Mlp(spec.width, spec.mlp_dim, dtype=dtype, rngs=rngs)
         self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """Applies the block to tokens ``(batch, tokens, width)``."""
-        x = x + self.dropout(self.attention(self.attention_norm(x)))
+        # True where a query may attend to a key: off the diagonal, or everywhere.
+        mask = ~jnp.eye(x.shape[-2], dtype=bool) if self.diagonal_mask else None
+        x = x + self.dropout(self.attention(self.attention_norm(x), mask=mask))
         return x + self.dropout(self.mlp(self.mlp_norm(x)))
 
 
