@@ -176,7 +176,11 @@ VIT_CPU_PRESET_RETUNE = Experiment(
             ("--model", "vit_cpu_spt", "--dropout-rate", "0.1", "--batch-size", "128",
              "--lr", "2e-3", "--epochs", "20"),
             {"lr": 2e-3, "clip": "shifted patch tokens, dropout 0.1, batch 128, AGC before "
-                                 "AdamW λ=0.01, 20 epochs"}),
+                                 "AdamW λ=0.01, 20 epochs"}, seeds=(0, 1)),
+        Run("shifted_patches_batch128_lr2e-3_20_epochs",
+            ("--model", "vit_cpu_spt", "--batch-size", "128", "--lr", "2e-3", "--epochs", "20"),
+            {"lr": 2e-3, "clip": "shifted patch tokens, batch 128, AGC before AdamW λ=0.01, "
+                                 "20 epochs"}),
         Run("shifted_patches_dropout0.1_16_epochs",
             ("--model", "vit_cpu_spt", "--dropout-rate", "0.1", "--epochs", "16"),
             {"lr": 1e-3, "clip": "shifted patch tokens, dropout 0.1, AGC before AdamW λ=0.01, "
