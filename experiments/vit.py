@@ -151,7 +151,9 @@ VIT_CPU_PRESET_RETUNE = Experiment(
              "7 epochs) and twice its epochs; AGC after AdamW at lr 3e-3 as the placement "
              "grids advise; that with LayerNorm scales and biases left out and twice the "
              "epochs; a narrower ViT on the 49 tokens of 4×4 patches for 16 epochs; shifted "
-             "patch tokens for 14 epochs, and for 16 to 20 with dropout.",
+             "patch tokens for 14 epochs, and for 16 to 20 with dropout (and without, at 20); "
+             "locality self-attention's masked diagonal, and with QK-norm as its learned "
+             "temperature; random erasing at 14 and 18 epochs.",
     preset="cpu",
     common_flags=FORMER_CPU_PRESET,
     runs=(
