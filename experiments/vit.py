@@ -151,7 +151,7 @@ VIT_CPU_PRESET_RETUNE = Experiment(
              "7 epochs) and twice its epochs; AGC after AdamW at lr 3e-3 as the placement "
              "grids advise; that with LayerNorm scales and biases left out and twice the "
              "epochs; a narrower ViT on the 49 tokens of 4×4 patches for 16 epochs; shifted "
-             "patch tokens for 14 epochs, and for 16 to 20 with dropout (and without, at 20); "
+             "patch tokens for 14 epochs, and for 16 to 30 with dropout (and without, at 20); "
              "locality self-attention's masked diagonal, and with QK-norm as its learned "
              "temperature; random erasing at 14 and 18 epochs.",
     preset="cpu",
@@ -179,6 +179,11 @@ VIT_CPU_PRESET_RETUNE = Experiment(
              "--lr", "2e-3", "--epochs", "20"),
             {"lr": 2e-3, "clip": "shifted patch tokens, dropout 0.1, batch 128, AGC before "
                                  "AdamW λ=0.01, 20 epochs"}, seeds=(0, 1)),
+        Run("shifted_patches_dropout0.1_batch128_lr2e-3_30_epochs",
+            ("--model", "vit_cpu_spt", "--dropout-rate", "0.1", "--batch-size", "128",
+             "--lr", "2e-3", "--epochs", "30"),
+            {"lr": 2e-3, "clip": "shifted patch tokens, dropout 0.1, batch 128, AGC before "
+                                 "AdamW λ=0.01, 30 epochs"}),
         Run("shifted_patches_batch128_lr2e-3_20_epochs",
             ("--model", "vit_cpu_spt", "--batch-size", "128", "--lr", "2e-3", "--epochs", "20"),
             {"lr": 2e-3, "clip": "shifted patch tokens, batch 128, AGC before AdamW λ=0.01, "
