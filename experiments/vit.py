@@ -144,6 +144,34 @@ VIT_UNITS = Experiment(
     trainer=TRAINER,
 )
 
+DROPOUT = ("--dropout-rate", "0.1")
+BATCH_128 = ("--batch-size", "128")
+ERASE = ("--erase-probability", "0.5")
+
+
+def shifted_patch_run(name: str, epochs: int, *flags: str, model: str = "vit_cpu_spt",
+                      lr: str = "1e-3", what: str = "",
+                      seeds: tuple[int, ...] | None = None) -> Run:
+    """A run of a shifted-patch ViT for ``epochs`` epochs, AGC before AdamW at λ = 0.01.
+
+    Args:
+      name: the run's name.
+      epochs: training length.
+      *flags: what the run changes (dropout, batch, erasing), on top of the former preset's
+        flags and the ``cpu`` preset.
+      model: the ViT variant.
+      lr: AdamW's peak learning rate, as the flag spells it.
+      what: the changes, as the run's ``clip`` label names them (e.g. "dropout 0.1, ").
+      seeds: the run's seeds, if not the experiment's.
+
+    Returns:
+      The run, labelled ``shifted patch tokens, <what>AGC before AdamW λ=0.01, <n> epochs``.
+    """
+    label = f"shifted patch tokens, {what}AGC before AdamW λ=0.01, {epochs} epochs"
+    return Run(name, ("--model", model, "--lr", lr, *flags, "--epochs", str(epochs)),
+               {"lr": float(lr), "clip": label}, seeds=seeds)
+
+
 VIT_CPU_PRESET_RETUNE = Experiment(
     name="vit_cpu_preset_retune",
     question="Can the ViT cpu preset reach 0.90 in about 10 to 15 minutes on 2 cores? The "
@@ -171,44 +199,25 @@ VIT_CPU_PRESET_RETUNE = Experiment(
             {"lr": 2e-3, "clip": "4×4 patches, width 64, after AdamW, kernels only, 16 epochs"}),
         Run("preset_14_epochs", ("--epochs", "14"),
             {"lr": 1e-3, "clip": "AGC before AdamW λ=0.01, 14 epochs"}),
-        Run("shifted_patches_14_epochs", ("--model", "vit_cpu_spt", "--epochs", "14"),
-            {"lr": 1e-3, "clip": "shifted patch tokens, AGC before AdamW λ=0.01, 14 epochs"},
-            seeds=(0, 1, 2)),
-        Run("shifted_patches_dropout0.1_batch128_lr2e-3_20_epochs",
-            ("--model", "vit_cpu_spt", "--dropout-rate", "0.1", "--batch-size", "128",
-             "--lr", "2e-3", "--epochs", "20"),
-            {"lr": 2e-3, "clip": "shifted patch tokens, dropout 0.1, batch 128, AGC before "
-                                 "AdamW λ=0.01, 20 epochs"}, seeds=(0, 1)),
-        Run("shifted_patches_dropout0.1_batch128_lr2e-3_30_epochs",
-            ("--model", "vit_cpu_spt", "--dropout-rate", "0.1", "--batch-size", "128",
-             "--lr", "2e-3", "--epochs", "30"),
-            {"lr": 2e-3, "clip": "shifted patch tokens, dropout 0.1, batch 128, AGC before "
-                                 "AdamW λ=0.01, 30 epochs"}),
-        Run("shifted_patches_batch128_lr2e-3_20_epochs",
-            ("--model", "vit_cpu_spt", "--batch-size", "128", "--lr", "2e-3", "--epochs", "20"),
-            {"lr": 2e-3, "clip": "shifted patch tokens, batch 128, AGC before AdamW λ=0.01, "
-                                 "20 epochs"}),
-        Run("shifted_patches_dropout0.1_16_epochs",
-            ("--model", "vit_cpu_spt", "--dropout-rate", "0.1", "--epochs", "16"),
-            {"lr": 1e-3, "clip": "shifted patch tokens, dropout 0.1, AGC before AdamW λ=0.01, "
-                                 "16 epochs"}),
-        Run("shifted_patches_diagonal_mask_14_epochs",
-            ("--model", "vit_cpu_spt_dm", "--epochs", "14"),
-            {"lr": 1e-3, "clip": "shifted patch tokens, diagonal mask, AGC before AdamW "
-                                 "λ=0.01, 14 epochs"}),
-        Run("shifted_patches_diagonal_mask_qk_norm_14_epochs",
-            ("--model", "vit_cpu_spt_dm_qkn", "--epochs", "14"),
-            {"lr": 1e-3, "clip": "shifted patch tokens, diagonal mask, QK-norm, AGC before "
-                                 "AdamW λ=0.01, 14 epochs"}),
-        Run("shifted_patches_erase0.5_14_epochs",
-            ("--model", "vit_cpu_spt", "--epochs", "14", "--erase-probability", "0.5"),
-            {"lr": 1e-3, "clip": "shifted patch tokens, random erasing 0.5, AGC before AdamW "
-                                 "λ=0.01, 14 epochs"}),
-        Run("shifted_patches_dropout0.1_batch128_lr2e-3_erase0.5_18_epochs",
-            ("--model", "vit_cpu_spt", "--dropout-rate", "0.1", "--batch-size", "128",
-             "--lr", "2e-3", "--epochs", "18", "--erase-probability", "0.5"),
-            {"lr": 2e-3, "clip": "shifted patch tokens, dropout 0.1, batch 128, random erasing "
-                                 "0.5, AGC before AdamW λ=0.01, 18 epochs"}),
+        shifted_patch_run("shifted_patches_14_epochs", 14, seeds=(0, 1, 2)),
+        shifted_patch_run("shifted_patches_dropout0.1_batch128_lr2e-3_20_epochs", 20,
+                          *DROPOUT, *BATCH_128, lr="2e-3",
+                          what="dropout 0.1, batch 128, ", seeds=(0, 1)),
+        shifted_patch_run("shifted_patches_dropout0.1_batch128_lr2e-3_30_epochs", 30,
+                          *DROPOUT, *BATCH_128, lr="2e-3", what="dropout 0.1, batch 128, "),
+        shifted_patch_run("shifted_patches_batch128_lr2e-3_20_epochs", 20, *BATCH_128,
+                          lr="2e-3", what="batch 128, "),
+        shifted_patch_run("shifted_patches_dropout0.1_16_epochs", 16, *DROPOUT,
+                          what="dropout 0.1, "),
+        shifted_patch_run("shifted_patches_diagonal_mask_14_epochs", 14, model="vit_cpu_spt_dm",
+                          what="diagonal mask, "),
+        shifted_patch_run("shifted_patches_diagonal_mask_qk_norm_14_epochs", 14,
+                          model="vit_cpu_spt_dm_qkn", what="diagonal mask, QK-norm, "),
+        shifted_patch_run("shifted_patches_erase0.5_14_epochs", 14, *ERASE,
+                          what="random erasing 0.5, "),
+        shifted_patch_run("shifted_patches_dropout0.1_batch128_lr2e-3_erase0.5_18_epochs", 18,
+                          *DROPOUT, *BATCH_128, *ERASE, lr="2e-3",
+                          what="dropout 0.1, batch 128, random erasing 0.5, "),
     ),
     report=Report(figures=(figures.curves,), columns=("lr", "clip")),
     seeds=ONE_SEED,
