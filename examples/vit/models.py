@@ -18,7 +18,8 @@ References:
   Dosovitskiy et al., *An Image is Worth 16x16 Words: Transformers for Image Recognition
   at Scale*, ICLR 2021, arXiv:2010.11929.
   Lee, Lee, Song, *Vision Transformer for Small-Size Datasets*, 2021, arXiv:2112.13492
-  (shifted patch tokenization).
+  (shifted patch tokenization; locality self-attention, whose masked diagonal the
+  ``diagonal_mask`` variants take).
 """
 
 import dataclasses
