@@ -60,24 +60,24 @@ class ViTSpec:
     qk_norm: bool = False
 
 
+_VIT_CPU = ViTSpec(patch_size=7, width=96, depth=4, num_heads=4, mlp_dim=192)
+
 VARIANTS: dict[str, ViTSpec] = {
     # 20K parameters, 16 tokens of 7×7 pixels: unit tests and the smoke preset.
     "vit_nano": ViTSpec(patch_size=7, width=32, depth=2, num_heads=2, mlp_dim=64),
     # 0.3M parameters, 16 tokens: sized for the CPU preset (a width-64 ViT on the 49 tokens
     # of 4×4 patches trained three times slower per image in a one-off XLA:CPU timing).
-    "vit_cpu": ViTSpec(patch_size=7, width=96, depth=4, num_heads=4, mlp_dim=192),
+    "vit_cpu": _VIT_CPU,
     # 0.14M parameters, 49 tokens of 4×4 pixels: the CPU preset's re-tuning probe
     # (experiment vit_cpu_preset_retune); about 1.5× vit_cpu's multiply-adds per image.
     "vit_cpu_p4": ViTSpec(patch_size=4, width=64, depth=4, num_heads=4, mlp_dim=128),
     # vit_cpu with shifted patch tokenization: 16 tokens that each see a 13×13 window.
-    "vit_cpu_spt": ViTSpec(patch_size=7, width=96, depth=4, num_heads=4, mlp_dim=192,
-                           shifted_patches=True),
+    "vit_cpu_spt": dataclasses.replace(_VIT_CPU, shifted_patches=True),
     # vit_cpu_spt whose tokens do not attend to themselves, without and with QK-norm: the
     # diagonal mask and a learned temperature, as in locality self-attention.
-    "vit_cpu_spt_dm": ViTSpec(patch_size=7, width=96, depth=4, num_heads=4, mlp_dim=192,
-                              shifted_patches=True, diagonal_mask=True),
-    "vit_cpu_spt_dm_qkn": ViTSpec(patch_size=7, width=96, depth=4, num_heads=4, mlp_dim=192,
-                                  shifted_patches=True, diagonal_mask=True, qk_norm=True),
+    "vit_cpu_spt_dm": dataclasses.replace(_VIT_CPU, shifted_patches=True, diagonal_mask=True),
+    "vit_cpu_spt_dm_qkn": dataclasses.replace(_VIT_CPU, shifted_patches=True,
+                                              diagonal_mask=True, qk_norm=True),
     # 4.8M parameters, 49 tokens of 4×4 pixels: for an accelerator.
     "vit_small": ViTSpec(patch_size=4, width=256, depth=6, num_heads=8, mlp_dim=1024),
 }
