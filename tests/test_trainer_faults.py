@@ -97,6 +97,7 @@ def truncated_fashion_mnist(tmp_path: pathlib.Path) -> str:
     (["--agc-exclude", "head/("], "--agc-exclude 'head/(': not a regular expression"),
     (["--microbatch-size", "48"], "--microbatch-size 48 must divide --batch-size 64"),
     (["--microbatch-size", "0"], "--microbatch-size 0: must be at least 1"),
+    (["--cpu-devices", "0"], "--cpu-devices 0: must be at least 1"),
     (["--train-examples", "10"], "--train-examples 10 is smaller than --batch-size 64"),
     (["--data-dir", "{tmp}/missing"], "--data-dir {tmp}/missing: no such directory"),
     (["--data-dir", "{tmp}"], "--data-dir {tmp} does not hold the fashion_mnist files"),

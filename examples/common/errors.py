@@ -26,7 +26,7 @@ USER_ERRORS = (UserError, datasets.DataFileError, datasets.DatasetNotFoundError)
 
 # Fields that must be ≥ 1 (``None`` allowed when the field's default type admits it).
 POSITIVE_INTS = ("batch_size", "eval_batch_size", "log_every_steps", "epochs", "steps",
-                 "microbatch_size", "train_examples", "test_examples")
+                 "microbatch_size", "train_examples", "test_examples", "cpu_devices")
 # Fields that must be finite and ≥ 0, with the meaning of 0 where it has one.
 NON_NEGATIVE = {
     "clipping": "0 turns AGC off", "clip_global_norm": "0 turns it off",

@@ -22,6 +22,7 @@ from jax.sharding import PartitionSpec as P
 
 from examples.common import (
     checkpointing,
+    cpu_devices,
     datasets,
     errors,
     input_pipeline,
@@ -291,11 +292,13 @@ def train_and_evaluate(family: ModelFamily, config: LoopConfig, workdir: str | p
       The summary that is also written to ``summary.json``.
 
     Raises:
-      UserError: the configuration is out of range, ``workdir`` holds another run, or a
-        file cannot be written.
+      UserError: the configuration is out of range, ``workdir`` holds another run, a
+        file cannot be written, or JAX already runs on another number of CPU devices
+        than ``cpu_devices`` asks for.
     """
     workdir, wall_start = pathlib.Path(workdir).absolute(), time.monotonic()
     errors.validate(config)
+    cpu_devices.use_cpu_devices(config.cpu_devices)  # Before anything starts JAX's backends.
     steps.num_microbatches(config)  # Checks --microbatch-size against the devices.
     is_main = jax.process_index() == 0
     if is_main:

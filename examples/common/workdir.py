@@ -24,8 +24,10 @@ RUN_FILES = (CONFIG, runs.METRICS, runs.SUMMARY, CHECKPOINTS)
 # Fields that change how a run is computed, not what it computes: a resumed run may change
 # them. A microbatch split gives the whole batch's gradient (up to float rounding); the
 # data directory is where the same files are read from; evaluation batches and the
-# logging interval do not touch the training state.
-EXECUTION_ONLY = ("microbatch_size", "data_dir", "eval_batch_size", "log_every_steps")
+# logging interval do not touch the training state; CPU devices split the same batch (and
+# its batch statistics are reduced over all of them).
+EXECUTION_ONLY = ("microbatch_size", "data_dir", "eval_batch_size", "log_every_steps",
+                  "cpu_devices")
 # Not so for a model with batch statistics: BatchNorm normalizes each microbatch on its own
 # ("ghost" batch norm), so the split changes what the run computes.
 BATCH_STATISTICS_FIELDS = ("microbatch_size",)
