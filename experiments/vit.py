@@ -181,7 +181,8 @@ VIT_CPU_PRESET_RETUNE = Experiment(
              "epochs; a narrower ViT on the 49 tokens of 4×4 patches for 16 epochs; shifted "
              "patch tokens for 14 epochs, and for 16 to 30 with dropout (and without, at 20); "
              "locality self-attention's masked diagonal, and with QK-norm as its learned "
-             "temperature; random erasing at 14 and 18 epochs.",
+             "temperature; random erasing at 14 and 18 epochs; shifted patch tokens for 28 "
+             "epochs on two CPU devices (the preset).",
     preset="cpu",
     common_flags=FORMER_CPU_PRESET,
     runs=(
@@ -218,6 +219,8 @@ VIT_CPU_PRESET_RETUNE = Experiment(
         shifted_patch_run("shifted_patches_dropout0.1_batch128_lr2e-3_erase0.5_18_epochs", 18,
                           *DROPOUT, *BATCH_128, *ERASE, lr="2e-3",
                           what="dropout 0.1, batch 128, random erasing 0.5, "),
+        shifted_patch_run("shifted_patches_2_cpu_devices_28_epochs", 28,
+                          what="2 CPU devices, ", seeds=(0, 1, 2)),
     ),
     report=Report(figures=(figures.curves,), columns=("lr", "clip")),
     seeds=ONE_SEED,
