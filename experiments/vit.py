@@ -221,6 +221,8 @@ VIT_CPU_PRESET_RETUNE = Experiment(
                           what="dropout 0.1, batch 128, random erasing 0.5, "),
         shifted_patch_run("shifted_patches_2_cpu_devices_28_epochs", 28,
                           what="2 CPU devices, ", seeds=(0, 1, 2)),
+        shifted_patch_run("shifted_patches_2_cpu_devices_dropout0.1_28_epochs", 28, *DROPOUT,
+                          what="2 CPU devices, dropout 0.1, "),
     ),
     report=Report(figures=(figures.curves,), columns=("lr", "clip")),
     seeds=ONE_SEED,
