@@ -206,6 +206,38 @@ def test_an_unwritable_metrics_file_on_resume_is_a_user_error(tmp_path, monkeypa
         "another --workdir."]
 
 
+# --- the host's lead over the devices -------------------------------------------------------
+
+@needs_data
+def test_the_host_dispatches_at_most_two_steps_beyond_the_running_one(tmp_path, monkeypatch):
+    """Hundreds of queued steps aborted XLA:CPU on two devices (``trainer.MAX_STEPS_AHEAD``)."""
+    events: list[tuple[str, int]] = []
+    dispatched: list[object] = []
+    jit_steps, block_until_ready = trainer.jit_steps, jax.block_until_ready
+
+    def recording_jit_steps(ctx, shardings):
+        train_fn, eval_fn = jit_steps(ctx, shardings)
+
+        def recording_train_fn(state, batch):
+            state, metrics = train_fn(state, batch)
+            events.append(("dispatch", len(dispatched)))
+            dispatched.append(metrics)
+            return state, metrics
+        return recording_train_fn, eval_fn
+
+    def recording_block_until_ready(x):
+        events.extend(("wait", i) for i, m in enumerate(dispatched) if m is x)
+        return block_until_ready(x)
+
+    monkeypatch.setattr(trainer, "jit_steps", recording_jit_steps)
+    monkeypatch.setattr(jax, "block_until_ready", recording_block_until_ready)
+    # One training record, at the end: no fetch of the metrics bounds the queue meanwhile.
+    train.train_and_evaluate(dataclasses.replace(TINY, steps=12, log_every_steps=100), tmp_path)
+    assert len(dispatched) == 12
+    for step in range(3, 12):  # Steps counted from 0: step k - 3 is done before k starts.
+        assert events.index(("wait", step - 3)) < events.index(("dispatch", step)), events
+
+
 # --- signals and failed writes -------------------------------------------------------------
 
 @needs_data
