@@ -30,9 +30,11 @@ from experiments.spec import Experiment, Trial
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_RUNS_DIR = REPO_ROOT / "docs" / "runs"
 # Flags that change how a run executes, not what it computes (up to float rounding): a
-# stored run made without them, or with other values, still counts as done. Not so for a
-# BatchNorm model (``--model bn_*``), which normalizes each microbatch on its own.
-EXECUTION_ONLY_FLAGS = ("--microbatch-size",)
+# stored run made without them, or with other values, still counts as done.
+EXECUTION_ONLY_FLAGS = ("--cpu-devices", "--microbatch-size")
+# Of those, the ones that decide a BatchNorm model's result (``--model bn_*``): it normalizes
+# each microbatch on its own. Devices are not microbatches: jit normalizes the global batch.
+BATCH_NORM_RESULT_FLAGS = ("--microbatch-size",)
 BATCH_NORM_MODEL_PREFIX = "bn_"
 
 Launcher = Callable[[list[str], pathlib.Path], int]
@@ -49,8 +51,9 @@ def relative_to_repo(path: pathlib.Path) -> pathlib.Path:
 def settings(command: Sequence[str]) -> tuple[str, dict[str, tuple[str, ...]]]:
     """The trainer module and the flags of a command that decide its result.
 
-    Leaves out the interpreter, ``--workdir``, ``--resume`` and, except for BatchNorm
-    models (whose microbatches are normalized on their own), :data:`EXECUTION_ONLY_FLAGS`;
+    Leaves out the interpreter, ``--workdir``, ``--resume`` and
+    :data:`EXECUTION_ONLY_FLAGS`, except, for BatchNorm models (whose microbatches are
+    normalized on their own), :data:`BATCH_NORM_RESULT_FLAGS`;
     the order of the flags does not matter (a later value of a flag wins, as on the command
     line).
 
@@ -66,7 +69,9 @@ def settings(command: Sequence[str]) -> tuple[str, dict[str, tuple[str, ...]]]:
         else:
             values.append(token)
     batch_norm = (flags.get("--model") or [""])[-1].startswith(BATCH_NORM_MODEL_PREFIX)
-    ignored = ("--workdir", "--resume", *(() if batch_norm else EXECUTION_ONLY_FLAGS))
+    execution_only = (f for f in EXECUTION_ONLY_FLAGS
+                      if not (batch_norm and f in BATCH_NORM_RESULT_FLAGS))
+    ignored = ("--workdir", "--resume", *execution_only)
     return module, {k: tuple(v) for k, v in flags.items() if k not in ignored}
 
 

@@ -224,7 +224,7 @@ def test_a_grid_may_pin_a_setting_its_stored_runs_got_from_their_preset(tmp_path
 def test_flag_order_the_workdir_and_execution_only_flags_do_not_change_the_settings():
     base = ["py", "-m", "m", "--preset", "cpu", "--workdir", "/a/b", "--lr", "0.2", "--seed", "1"]
     same = ["-m", "m", "--seed", "1", "--workdir", "c", "--microbatch-size", "8", "--preset",
-            "cpu", "--lr", "0.2"]
+            "cpu", "--cpu-devices", "2", "--lr", "0.2"]
     assert runner.settings(base) == runner.settings(same) == (
         "m", {"--preset": ("cpu",), "--lr": ("0.2",), "--seed": ("1",)})
     assert runner.settings(base) != runner.settings([*base[:-1], "2"])
@@ -404,11 +404,13 @@ def test_nf_vs_bn_compares_four_configurations_per_batch_size_at_equal_budget():
         assert flags.get("--agc-exclude") == ("^head/|skip_gain$" if clipping else None)
 
 
-def test_the_microbatch_size_decides_a_batch_norm_runs_result_only():
+def test_the_microbatch_size_decides_a_batch_norm_runs_result_the_devices_do_not():
     for model, counts in (("bn_resnet_cpu", True), ("nf_resnet_cpu", False)):
         command = ["-m", "m", "--model", model, "--microbatch-size", "256"]
         differs = runner.settings(command) != runner.settings([*command[:-1], "128"])
         assert differs == counts, model
+        # Not so the devices: jit normalizes the global batch however it is split.
+        assert runner.settings(command) == runner.settings([*command, "--cpu-devices", "2"])
 
 
 def test_a_batch_norm_runs_microbatch_size_cannot_be_pinned_after_the_fact():
