@@ -6,10 +6,10 @@ control: where AGC goes (before AdamW, clipping gradients, or after it, clipping
 what it clips (LayerNorm scales and biases or not), and which units it uses
 (``infer_unit_axes``, the shape rule, optax's rank rule).
 
-Budget: the 0.3M-parameter ``vit_cpu`` (7×7 patches, no dropout; pinned in
-:data:`GRID_MODEL`, since the ``cpu`` preset has moved on to shifted patches) at batch 128
-with optax's default β₂ = 0.999, 200 steps (0.43 epochs) after a 0.1-epoch warm-up (47
-steps); a run takes one to four minutes on 2 CPU cores, depending on their load.
+Budget: the 0.3M-parameter ``vit_cpu`` (7×7 patches, no dropout, no crops; pinned in
+:data:`GRID_MODEL`, since the ``cpu`` preset has moved on to shifted patches and crops) at
+batch 128 with optax's default β₂ = 0.999, 200 steps (0.43 epochs) after a 0.1-epoch warm-up
+(47 steps); a run takes one to four minutes on 2 CPU cores, depending on their load.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from experiments import figures
 from experiments.spec import Experiment, Report, Run
 
 TRAINER = "examples.vit.main"
-# The grids' ViT (vit_cpu, 7×7 patches, no dropout) is pinned: the cpu preset has moved on.
-GRID_MODEL = ("--model", "vit_cpu", "--dropout-rate", "0")
+# The grids' ViT (vit_cpu, 7×7 patches, no dropout, no crops) is pinned: the cpu preset has
+# moved on.
+GRID_MODEL = ("--model", "vit_cpu", "--dropout-rate", "0", "--crop-padding", "0")
 BUDGET = (*GRID_MODEL, "--batch-size", "128", "--b2", "0.999", "--steps", "200",
           "--warmup-epochs", "0.1", "--log-every-steps", "5")
 # The cpu preset before shifted patches (vit_cpu, batch 64, lr 1e-3, 7 epochs, no dropout).
@@ -182,7 +183,8 @@ VIT_CPU_PRESET_RETUNE = Experiment(
              "patch tokens for 14 epochs, and for 16 to 30 with dropout (and without, at 20); "
              "locality self-attention's masked diagonal, and with QK-norm as its learned "
              "temperature; random erasing at 14 and 18 epochs; shifted patch tokens for 28 "
-             "epochs on two CPU devices (the preset).",
+             "epochs on two CPU devices, with dropout, with weight decay 0.1, and with random "
+             "crops of 1-pixel padding (the preset).",
     preset="cpu",
     common_flags=FORMER_CPU_PRESET,
     runs=(
@@ -223,6 +225,11 @@ VIT_CPU_PRESET_RETUNE = Experiment(
                           what="2 CPU devices, ", seeds=(0, 1, 2)),
         shifted_patch_run("shifted_patches_2_cpu_devices_dropout0.1_28_epochs", 28, *DROPOUT,
                           what="2 CPU devices, dropout 0.1, "),
+        shifted_patch_run("shifted_patches_2_cpu_devices_wd0.1_28_epochs", 28,
+                          "--weight-decay", "0.1", what="2 CPU devices, weight decay 0.1, "),
+        shifted_patch_run("shifted_patches_2_cpu_devices_crop1_28_epochs", 28,
+                          "--crop-padding", "1",
+                          what="2 CPU devices, crops of 1-pixel padding, ", seeds=(0, 1, 2)),
     ),
     report=Report(figures=(figures.curves,), columns=("lr", "clip")),
     seeds=ONE_SEED,
