@@ -8,6 +8,7 @@ ends in a contraction, and the contraction says which of its axes it sums over.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -15,8 +16,8 @@ import jax
 from flax import nnx
 
 from agc_optax import _jaxpr_walk, _paths, _unit_axes
-from agc_optax._inferred import Entry, InferredUnitAxes
-from agc_optax._jaxpr_rules import DATA, Recorder, State, Use, read_by
+from agc_optax._inferred import FALLBACK, Entry, InferredUnitAxes
+from agc_optax._jaxpr_state import DATA, Recorder, State, Use, read_by
 
 Axes = tuple[int, ...]
 
@@ -100,22 +101,50 @@ def _decide(path: str, shape: tuple[int, ...], uses: Sequence[Use],
     if deciding:
         distinct = list(dict.fromkeys(u.fan_in for u in deciding))
         if len(distinct) > 1:
-            first = next(u for u in deciding if u.fan_in == distinct[0])
-            second = next(u for u in deciding if u.fan_in == distinct[1])
-            raise ValueError(
-                f"infer_unit_axes: parameter {path!r} (shape {shape}) is contracted over "
-                f"different axes by two uses: {first.note} and {second.note}. AGC needs one "
-                "set of fan-in axes per parameter; choose this leaf's yourself with "
-                f"infer_unit_axes(fn, params, ..., overrides={{{path!r}: {distinct[0]}}})."
-            )
+            raise _disagreement(path, shape, deciding, distinct)
         fan_in = tuple(a for a in distinct[0] if a not in layer_axes)
         return Entry(path, shape, fan_in, _describe(deciding) + _layer_note(layer_axes))
     lost = [u for u in uses if u.lost]
     if lost:
         fan_in = _unit_axes.default_unit_axes(path, jax.ShapeDtypeStruct(shape, "float32"))
-        return Entry(path, shape, fan_in, f"{_describe(lost)}; default rule")
+        return Entry(path, shape, fan_in, f"{FALLBACK}: {_describe(lost)}", fallback=True)
     fan_in = tuple(a for a in range(len(shape)) if a not in layer_axes)
     return Entry(path, shape, fan_in, _describe(uses) + _layer_note(layer_axes))
+
+
+def _disagreement(path: str, shape: tuple[int, ...], deciding: Sequence[Use],
+                  distinct: Sequence[tuple[int, ...]]) -> ValueError:
+    first = next(u for u in deciding if u.fan_in == distinct[0])
+    second = next(u for u in deciding if u.fan_in == distinct[1])
+    return ValueError(
+        f"infer_unit_axes: parameter {path!r} (shape {shape}) is contracted over "
+        f"different axes by two uses: {first.note} and {second.note}. AGC needs one "
+        "set of fan-in axes per parameter: the axes summed where it meets the layer's "
+        "input. Choose them yourself with infer_unit_axes(fn, params, ..., "
+        f"overrides={{{path!r}: {distinct[0]}}}) (or {distinct[1]}). A use that is not "
+        "the layer's own, such as a power iteration (spectral norm) on state passed as "
+        "an argument, goes away when fn closes over that state instead."
+    )
+
+
+def _warn_fallbacks(entries: Mapping[str, Entry], reads_data: bool) -> None:
+    """Warns about every entry the rules could not decide, and about data closed over."""
+    if not reads_data:
+        warnings.warn(
+            "infer_unit_axes: fn reads no argument but params, so every other value it "
+            "uses counts as a constant, and a parameter meeting only constants looks "
+            "unread or uncontracted. Pass the data (inputs, or jax.ShapeDtypeStructs "
+            "of them) as arguments: infer_unit_axes(fn, params, x).",
+            stacklevel=3,
+        )
+    lost = [e.path for e in entries.values() if e.fallback and e.used]
+    if lost:
+        warnings.warn(
+            f"infer_unit_axes: cannot infer the fan-in of {_paths.describe_paths(lost)}; "
+            "they keep default_unit_axes (marked FALLBACK in the table). Pass "
+            "overrides={path: axes} for them.",
+            stacklevel=3,
+        )
 
 
 def _overridden(path: str, shape: tuple[int, ...], axes: Any) -> Entry:
@@ -203,8 +232,9 @@ def infer_unit_axes(
             entries[path] = _overridden(path, shape, overrides[path])
         elif not uses:
             fan_in = _unit_axes.default_unit_axes(path, leaves[i])
-            entries[path] = Entry(path, shape, fan_in, "never read by fn; default rule",
-                                  used=False)
+            entries[path] = Entry(path, shape, fan_in, f"{FALLBACK}: never read by fn",
+                                  used=False, fallback=True)
         else:
             entries[path] = _decide(path, shape, uses, rec.layer_axes.get(i, {}))
+    _warn_fallbacks(entries, any(s is DATA for s in other_states))
     return InferredUnitAxes(entries)

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 from agc_optax import _paths, _unit_axes
 
 Axes = tuple[int, ...]
+FALLBACK = "FALLBACK default rule"
 
 
 class Entry(NamedTuple):
@@ -20,6 +21,9 @@ class Entry(NamedTuple):
         fan_in: the axes a unit's norm sums over.
         evidence: which read decided it, or why none did.
         used: False if the forward pass never reads the parameter.
+        fallback: True if no rule decided it and it keeps
+            :func:`agc_optax.default_unit_axes` (its evidence starts with
+            ``FALLBACK``).
     """
 
     path: str
@@ -27,6 +31,7 @@ class Entry(NamedTuple):
     fan_in: Axes
     evidence: str
     used: bool = True
+    fallback: bool = False
 
     @property
     def num_units(self) -> int:

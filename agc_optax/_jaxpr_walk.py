@@ -16,7 +16,7 @@ from typing import Any
 from jax.extend import core
 
 from agc_optax import _jaxpr_rules
-from agc_optax._jaxpr_rules import DATA, Recorder, State, join, lineage_of, shape_of
+from agc_optax._jaxpr_state import DATA, Recorder, State, carries_params, join, settle, shape_of
 
 _MAX_FIXPOINT_ROUNDS = 8
 
@@ -52,11 +52,28 @@ def walk(rec: Recorder, jaxpr: Any, in_states: Sequence[State], where: str = "")
     return [read(v) for v in jaxpr.outvars]
 
 
+def _transposed(eqn: Any) -> bool:
+    """Whether ``eqn`` belongs to a backward pass (``jax.grad`` inside the forward pass)."""
+    return any(type(s).__name__ == "Transform" and s.name == "transpose"
+               for s in eqn.source_info.name_stack.stack)
+
+
 def _eqn(rec: Recorder, eqn: Any, states: list[State], where: str) -> list[State]:
-    name = eqn.primitive.name
-    if not lineage_of(states):
+    if not carries_params(states):
         return [DATA if any(s is DATA for s in states) else None] * len(eqn.outvars)
+    backward = _transposed(eqn)
+    rec.muted += backward
+    try:
+        return _follow(rec, eqn, states, where)
+    finally:
+        rec.muted -= backward
+
+
+def _follow(rec: Recorder, eqn: Any, states: list[State], where: str) -> list[State]:
+    name = eqn.primitive.name
     where = f"{where}/{name}" if where else name
+    if name in ("scan", "while", "cond"):
+        states = settle(rec, states)  # Selections do not enter loops or branches.
     if name == "scan":
         return _scan(rec, eqn, states, where)
     if name == "while":

@@ -1,0 +1,209 @@
+"""Where parameters meet the data: contractions, lookups and selections.
+
+A parameter's fan-in are the axes summed where it (or a value computed from
+parameters and constants only) meets a value derived from the data:
+
+* ``dot_general`` with an activation: its contracting axes (batch axes never).
+  With a constant or another parameter instead, nothing is decided yet: the
+  product is followed on, each operand's contracted axes now behind the other
+  operand's free axes (a kernel expanded in a fixed basis, ``x @ (a @ b)``);
+* ``conv_general_dilated``: every kernel axis but the output-feature one;
+* a gather or dynamic slice with data indices picks slices (a
+  :class:`~agc_optax._jaxpr_state.Selected`): contracted with data next, the
+  picked axes index kernels (mixture-of-experts, per-task weights); met any
+  other way, it was an embedding lookup, one unit per looked-up row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from agc_optax._jaxpr_state import (
+    DATA,
+    NO_AXES,
+    AxisMap,
+    Lineage,
+    Recorder,
+    Selected,
+    State,
+    Use,
+    map_axes,
+    settle,
+    shape_of,
+    union,
+)
+
+_SELECTED = "selected by a data index"
+
+
+def _axes_union(sets: Sequence[frozenset[int]]) -> frozenset[int]:
+    return frozenset().union(*sets)
+
+
+def _contracted(rec: Recorder, param: int, summed: frozenset[int], where: str,
+                what: str = "") -> None:
+    """Records a contraction summing ``summed`` axes of ``param`` (none: a plain read)."""
+    if summed:
+        fan_in = tuple(sorted(summed))
+        rec.use(param, Use(fan_in, f"{where} sums {fan_in}{what}"))
+    else:
+        rec.use(param, Use(None, f"no contraction (output axis of {where})"))
+
+
+def _met(rec: Recorder, states: Sequence[State]) -> list[State]:
+    """Settles each selection whose other operand is not data: it was a lookup."""
+    out = list(states)
+    for i, state in enumerate(states):
+        if isinstance(state, Selected) and not any(
+                s is DATA for j, s in enumerate(states) if j != i):
+            out[i] = settle(rec, [state])[0]
+    return out
+
+
+def _param_side(rec: Recorder, state: State, summed_axes: Sequence[int]) -> Lineage:
+    """The lineage of a parameter operand meeting data; a selection's rows become layers."""
+    if not isinstance(state, Selected):
+        return state if isinstance(state, dict) else {}
+    for param, rows in state.rows.items():
+        summed = _axes_union([state.lineage[param][a] for a in summed_axes])
+        rec.layer(param, rows - summed, _SELECTED)
+    return state.lineage
+
+
+def dot_general(rec: Recorder, eqn: Any, states: Sequence[State], where: str) -> State:
+    """Records the contracting axes of parameter operands meeting data, else follows on."""
+    (contract_l, contract_r), _ = eqn.params["dimension_numbers"]
+    states = _met(rec, states)
+    if all(s is not DATA for s in states):
+        return _product(eqn, states[0], states[1])
+    for state, contract in ((states[0], contract_l), (states[1], contract_r)):
+        for param, axis_map in _param_side(rec, state, contract).items():
+            _contracted(rec, param, _axes_union([axis_map[a] for a in contract]), where)
+    return DATA
+
+
+def _product(eqn: Any, lhs: State, rhs: State) -> State:
+    """The lineage of a contraction among parameters and constants (no data).
+
+    The output's axes are the batch axes, then the left operand's free axes,
+    then the right one's. A parameter's contracted axes go behind the other
+    operand's free axes of size above 1: every element there sums over all of
+    them (a size-1 axis, as in a power iteration's ``u @ w.T``, would later read
+    as a picked layer).
+    """
+    (contract_l, contract_r), (batch_l, batch_r) = eqn.params["dimension_numbers"]
+    shape_l, shape_r = shape_of(eqn.invars[0]), shape_of(eqn.invars[1])
+    free_l = [a for a in range(len(shape_l)) if a not in contract_l and a not in batch_l]
+    free_r = [a for a in range(len(shape_r)) if a not in contract_r and a not in batch_r]
+
+    def side(m: AxisMap, contract: Sequence[int], batch: Sequence[int], free: Sequence[int],
+             other_sizes: Sequence[int], first: bool) -> AxisMap:
+        own = [m[a] for a in free]
+        summed = _axes_union([m[a] for a in contract])
+        other = [summed if n > 1 else NO_AXES for n in other_sizes]
+        return (*[m[a] for a in batch], *(own + other if first else other + own))
+
+    sizes_l, sizes_r = [shape_l[a] for a in free_l], [shape_r[a] for a in free_r]
+    parts = []
+    if isinstance(lhs, dict):
+        parts.append(map_axes(lhs, lambda m: side(m, contract_l, batch_l, free_l,
+                                                  sizes_r, True)))
+    if isinstance(rhs, dict):
+        parts.append(map_axes(rhs, lambda m: side(m, contract_r, batch_r, free_r,
+                                                  sizes_l, False)))
+    return union(parts) if parts else None
+
+
+def conv(rec: Recorder, eqn: Any, states: Sequence[State], where: str) -> State:
+    """Records every kernel axis but the output-feature one (any rank, grouping, transpose)."""
+    lhs, rhs = _met(rec, states)
+    out_feature = eqn.params["dimension_numbers"].rhs_spec[0]
+    kept = [a for a in range(len(shape_of(eqn.invars[1]))) if a != out_feature]
+    for param, axis_map in _param_side(rec, rhs, kept).items():
+        summed = _axes_union([axis_map[a] for a in kept]) - axis_map[out_feature]
+        _contracted(rec, param, summed, where, " (all but output)")
+    if isinstance(lhs, dict):
+        for param in lhs:
+            rec.use(param, Use(None, f"no contraction (input of {where})"))
+    return DATA if any(s is not None for s in states) else None
+
+
+def _lookup_use(axis_map: AxisMap, rows: frozenset[int], where: str) -> Use:
+    """The use of a looked-up parameter: the axes of a row are its fan-in."""
+    fan_in = tuple(sorted(_axes_union(axis_map) - rows))
+    if not fan_in:
+        return Use(None, f"{where} picks single elements by data indices: cannot infer, "
+                   "override", lost=True)
+    return Use(fan_in, f"{where} lookup sums {fan_in} (one unit per row)")
+
+
+def _selected(lineage: Lineage, operand: Lineage, rows: dict[int, frozenset[int]],
+              kept: dict[int, frozenset[int]], where: str) -> Selected:
+    """A selection of ``operand``'s ``rows``; ``kept`` axes are never a row's fan-in."""
+    lookups = {param: _lookup_use(m, rows[param] | kept[param], where)
+               for param, m in operand.items()}
+    return Selected(lineage, rows, lookups)
+
+
+def gather(rec: Recorder, eqn: Any, states: Sequence[State], where: str) -> State:
+    """A gather with data indices selects slices; with constant ones, picks or slices."""
+    operand, indices = settle(rec, states)
+    if not isinstance(operand, dict):
+        return DATA if DATA in (indices, operand) else None
+    dn = eqn.params["dimension_numbers"]
+    in_shape, out_rank = shape_of(eqn.invars[0]), len(shape_of(eqn.outvars[0]))
+    sliced = [a for a in range(len(in_shape))
+              if a not in dn.collapsed_slice_dims and a not in dn.operand_batching_dims]
+    batch_out = [a for a in range(out_rank) if a not in dn.offset_dims]
+
+    def gather_map(m: AxisMap) -> AxisMap:
+        out = [NO_AXES] * out_rank
+        for out_axis, in_axis in zip(dn.offset_dims, sliced, strict=True):
+            out[out_axis] = m[in_axis]
+        rows = _axes_union([m[a] for a in dn.collapsed_slice_dims])
+        # Output batch axes follow the indices' axes (the index vector is the last).
+        for index_axis, out_axis in enumerate(batch_out):
+            if index_axis in dn.start_indices_batching_dims:
+                j = dn.start_indices_batching_dims.index(index_axis)
+                out[out_axis] = m[dn.operand_batching_dims[j]]
+            else:
+                out[out_axis] = rows
+        return tuple(out)
+
+    lineage = map_axes(operand, gather_map)
+    if indices is DATA:
+        # Axes indexed with a window narrower than the axis are picked by the data.
+        # Whole axes kept in front of the picked rows (vmap over a stack of tables,
+        # ``t[:, ids]``) index tables; batching axes pair tables with index rows.
+        sizes = eqn.params["slice_sizes"]
+        picked = [a for a in dn.start_index_map if sizes[a] < in_shape[a]]
+        first_row = min(batch_out, default=out_rank)
+        tables = [a for o, a in zip(dn.offset_dims, sliced, strict=True)
+                  if o < first_row and a not in picked]
+        rows = {p: _axes_union([m[a] for a in picked]) for p, m in operand.items()}
+        kept = {p: _axes_union([m[a] for a in (*tables, *dn.operand_batching_dims)])
+                for p, m in operand.items()}
+        return _selected(lineage, operand, rows, kept, where)
+    if len(shape_of(eqn.invars[1])) == 1:  # One index vector: a single pick.
+        for param, axis_map in operand.items():
+            for axis in dn.collapsed_slice_dims:
+                rec.layer(param, axis_map[axis], f"indexed by {where.rsplit('/', 1)[-1]}")
+    return lineage
+
+
+def dynamic_slice(rec: Recorder, eqn: Any, states: Sequence[State], where: str) -> State:
+    """A size-1 slice at a data index selects (``w[task]``); other slices are windows."""
+    operand, *indices = settle(rec, states)
+    if not isinstance(operand, dict):
+        return DATA if any(s is DATA for s in (operand, *indices)) else None
+    sizes = eqn.params["slice_sizes"]
+    picked = [a for a, (s, n) in enumerate(zip(indices, sizes, strict=True))
+              if s is DATA and n == 1]
+    if not picked:
+        return operand
+    rows = {p: _axes_union([m[a] for a in picked]) for p, m in operand.items()}
+    # The picked axes keep size 1 here: they map to no parameter axis from now on.
+    lineage = map_axes(operand, lambda m: tuple(
+        NO_AXES if a in picked else x for a, x in enumerate(m)))
+    return _selected(lineage, operand, rows, {p: NO_AXES for p in operand}, where)
