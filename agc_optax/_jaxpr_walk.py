@@ -111,14 +111,14 @@ def _fixpoint(rec: Recorder, body: Any, before: list[State], carry: list[State],
     """
     outs: list[State] = []
     for _ in range(_MAX_FIXPOINT_ROUNDS):
-        outs = walk(rec, body, [*before, *carry, *after], where)
+        outs = settle(rec, walk(rec, body, [*before, *carry, *after], where))
         joined = [join(c, o) for c, o in zip(carry, outs, strict=False)]
         if joined == carry:
             break
         carry = joined
     else:
         carry = [DATA if s is not None else None for s in carry]
-        outs = walk(rec, body, [*before, *carry, *after], where)
+        outs = settle(rec, walk(rec, body, [*before, *carry, *after], where))
     return carry, outs[len(carry):]
 
 
@@ -153,7 +153,7 @@ def _while(rec: Recorder, eqn: Any, states: list[State], where: str) -> list[Sta
 def _cond(rec: Recorder, eqn: Any, states: list[State], where: str) -> list[State]:
     outs: list[State] | None = None
     for branch in eqn.params["branches"]:
-        branch_outs = walk(rec, branch, states[1:], where)
+        branch_outs = settle(rec, walk(rec, branch, states[1:], where))
         outs = branch_outs if outs is None else [
             join(a, b) for a, b in zip(outs, branch_outs, strict=True)]
     return outs or []

@@ -69,6 +69,18 @@ def test_a_lookup_is_still_one_unit_per_row():
     assert got == {"emb": (1,)}
 
 
+def test_lookups_returned_from_loops_and_branches():
+    params = {"emb": _spec(11, 6)}
+    scanned = lambda p, ids, flag: jax.lax.scan(  # noqa: E731
+        lambda c, t: (c, p["emb"][t]), 0.0, ids)[1]
+    looped = lambda p, ids, flag: jax.lax.fori_loop(  # noqa: E731
+        0, 2, lambda i, c: p["emb"][ids[i]], jnp.zeros(6))
+    branched = lambda p, ids, flag: jax.lax.cond(  # noqa: E731
+        flag, lambda: p["emb"][ids], lambda: p["emb"][ids + 1])
+    for fn in (scanned, looped, branched):
+        assert _fan_in(fn, params, IDS, _spec(dtype=jnp.bool_)) == {"emb": (1,)}
+
+
 # Item 2: vmapped ensembles. -------------------------------------------------------------------
 
 
