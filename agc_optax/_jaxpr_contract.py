@@ -11,7 +11,9 @@ parameters and constants only) meets a value derived from the data:
 * a gather or dynamic slice with data indices picks slices (a
   :class:`~agc_optax._jaxpr_state.Selected`): contracted with data next, the
   picked axes index kernels (mixture-of-experts, per-task weights); met any
-  other way, it was an embedding lookup, one unit per looked-up row.
+  other way, it was an embedding lookup, one unit per looked-up row;
+* an elementwise product with activations summed next (``reduce_sum``): the
+  summed axes.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from agc_optax._jaxpr_state import (
     Selected,
     State,
     Use,
+    Weighted,
     map_axes,
     settle,
     shape_of,
@@ -52,12 +55,14 @@ def _contracted(rec: Recorder, param: int, summed: frozenset[int], where: str,
 
 
 def _met(rec: Recorder, states: Sequence[State]) -> list[State]:
-    """Settles each selection whose other operand is not data: it was a lookup."""
-    out = list(states)
+    """Settles each selection whose other operand is not data (a lookup), and products."""
+    out = settle(rec, [s if isinstance(s, Weighted) else None for s in states])
     for i, state in enumerate(states):
         if isinstance(state, Selected) and not any(
-                s is DATA for j, s in enumerate(states) if j != i):
+                s is DATA or isinstance(s, Weighted) for j, s in enumerate(states) if j != i):
             out[i] = settle(rec, [state])[0]
+        elif not isinstance(state, Weighted):
+            out[i] = state
     return out
 
 
@@ -127,6 +132,26 @@ def conv(rec: Recorder, eqn: Any, states: Sequence[State], where: str) -> State:
         for param in lhs:
             rec.use(param, Use(None, f"no contraction (input of {where})"))
     return DATA if any(s is not None for s in states) else None
+
+
+def weighted(eqn: Any, states: Sequence[State], where: str) -> State | None:
+    """``x * w``: activations times parameters, kept apart in case a sum follows; else None."""
+    lineages = [s for s in states if isinstance(s, dict)]
+    if eqn.primitive.name != "mul" or len(lineages) != 1 or DATA not in states:
+        return None
+    rank = len(shape_of(eqn.outvars[0]))
+    lineage = lineages[0]
+    if len(next(iter(lineage.values()))) != rank:
+        return None  # A scalar parameter: no axis to sum.
+    return Weighted(lineage, f"no contraction ({where.rsplit('/', 1)[-1]} with activations)")
+
+
+def summed(rec: Recorder, eqn: Any, state: Weighted, where: str) -> State:
+    """``reduce_sum`` of activations times parameters: a contraction over the summed axes."""
+    for param, axis_map in state.lineage.items():
+        axes = _axes_union([axis_map[a] for a in eqn.params["axes"]])
+        _contracted(rec, param, axes, where, " (of a product with activations)")
+    return DATA
 
 
 def _lookup_use(axis_map: AxisMap, rows: frozenset[int], where: str) -> Use:

@@ -24,6 +24,7 @@ from agc_optax._jaxpr_state import (
     Recorder,
     Selected,
     State,
+    Weighted,
     map_axes,
     mix,
     read_by,
@@ -155,6 +156,11 @@ def apply(rec: Recorder, eqn: Any, states: list[State], where: str) -> list[Stat
     contraction = _CONTRACTIONS.get(name)
     if contraction is not None:
         return [contraction(rec, eqn, states, where)]
+    if name == "reduce_sum" and isinstance(states[0], Weighted):
+        return [_jaxpr_contract.summed(rec, eqn, states[0], where)]
+    product = _jaxpr_contract.weighted(eqn, states, where) if _elementwise(eqn) else None
+    if product is not None:
+        return [product]
     if n_out == 1:
         mapped = _follow(rec, eqn, states[0], where)
         if mapped is not None:

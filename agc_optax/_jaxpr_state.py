@@ -10,7 +10,10 @@ Each jaxpr value has one of four states:
 * a :class:`Selected` lineage: slices of parameters picked by data indices
   (``w[ids]``). Contracted with data, it is a selection (the picked axes are
   not fan-in, like a stacked-layer axis); meeting the data any other way, it
-  was an embedding lookup (one unit per row).
+  was an embedding lookup (one unit per row);
+* a :class:`Weighted` lineage: activations times parameters. Summed next
+  (``(x[:, :, None] * w).sum(1)``), it was a contraction; otherwise a read
+  without one (a norm's scale).
 """
 
 from __future__ import annotations
@@ -68,7 +71,20 @@ class Selected:
         return Selected(lineage, self.rows, self.lookups)
 
 
-State = None | _Data | Lineage | Selected
+@dataclasses.dataclass(frozen=True, eq=False)
+class Weighted:
+    """Activations times parameters, elementwise (``x * w``): a contraction if summed next.
+
+    Attributes:
+        lineage: the parameters' axes behind the product's axes.
+        note: the read to record if the product is not summed next.
+    """
+
+    lineage: Lineage
+    note: str
+
+
+State = None | _Data | Lineage | Selected | Weighted
 
 
 @dataclasses.dataclass
@@ -108,8 +124,8 @@ def lineage_of(states: Sequence[State]) -> list[Lineage]:
 
 
 def carries_params(states: Sequence[State]) -> bool:
-    """Whether any of ``states`` follows parameters (a lineage or a selection)."""
-    return any(isinstance(s, dict | Selected) for s in states)
+    """Whether any of ``states`` follows parameters (a lineage, selection or product)."""
+    return any(isinstance(s, dict | Selected | Weighted) for s in states)
 
 
 def union(maps: Sequence[Lineage]) -> Lineage:
@@ -138,16 +154,23 @@ def map_axes(lineage: Lineage, fn: Callable[[AxisMap], AxisMap]) -> Lineage:
 
 
 def settle(rec: Recorder, states: Sequence[State]) -> list[State]:
-    """Records every selection in ``states`` as the lookup it turned out to be.
+    """Records every selection and product in ``states`` as the read it turned out to be.
+
+    A selection was a lookup; a product of activations and parameters that is
+    not summed was a read without contraction.
 
     Returns:
-        ``states`` with each selection replaced by :data:`DATA`.
+        ``states`` with each of them replaced by :data:`DATA`.
     """
     out: list[State] = []
     for state in states:
         if isinstance(state, Selected):
             for param, use in state.lookups.items():
                 rec.use(param, use)
+            state = DATA
+        elif isinstance(state, Weighted):
+            for param in state.lineage:
+                rec.use(param, Use(None, state.note))
             state = DATA
         out.append(state)
     return out
@@ -175,7 +198,7 @@ def mix(rec: Recorder, where: str, states: Sequence[State], rank: int) -> State:
     selected = [s for s in states if isinstance(s, Selected)]
     if len(selected) == 1 and all(s is None or s is selected[0] for s in states):
         return selected[0]  # A selection scaled or cast by constants stays one.
-    if any(s is DATA for s in states) or selected:
+    if any(s is DATA or isinstance(s, Weighted) for s in states) or selected:
         read_by(rec, states, f"no contraction ({where.rsplit('/', 1)[-1]} with activations)")
         return DATA
     lineages = [

@@ -165,6 +165,25 @@ def test_a_weight_penalty_in_fn_is_not_a_contraction_with_data():
     assert got == {"w": (0,)}
 
 
+# Item 4: contractions spelled as an elementwise product and a sum. ---------------------------
+
+
+def test_broadcast_product_then_sum_is_a_contraction():
+    """y[t, o] = sum_i x[t, i] w[i, o]: w (in, out) sums over in, whatever the spelling."""
+    params = {"w": _spec(6, 3), "v": _spec(6), "scale": _spec(6), "u": _spec(6, 3)}
+
+    def fn(p, x):
+        y = (x[:, :, None] * p["w"][None]).sum(1)                        # (7, 3)
+        z = jnp.sum(x * p["v"], axis=-1, keepdims=True)                   # a dot, (7, 1)
+        return y + z + (x * p["scale"]) @ p["u"]                          # a norm-like scale
+
+    rule = infer_unit_axes(fn, params, X)
+    assert {p: e.fan_in for p, e in rule.entries.items()} == {
+        "w": (0,), "v": (0,), "scale": (0,), "u": (0,)}
+    assert "reduce_sum sums (0,)" in rule.entries["v"].evidence
+    assert rule.entries["scale"].evidence == "no contraction (mul with activations)"
+
+
 # Item 6: backward passes inside the forward pass. --------------------------------------------
 
 
