@@ -26,42 +26,58 @@ from agc_optax._jaxpr_state import (
     NO_AXES,
     AxisMap,
     Lineage,
+    Partial,
+    Pick,
     Recorder,
     Selected,
     State,
     Use,
     Weighted,
+    contraction,
     map_axes,
+    picks_of,
     settle,
     shape_of,
     union,
 )
 
 _SELECTED = "selected by a data index"
+_OVER_SLICES = " (added over slices)"
 
 
 def _axes_union(sets: Sequence[frozenset[int]]) -> frozenset[int]:
     return frozenset().union(*sets)
 
 
-def _contracted(rec: Recorder, param: int, summed: frozenset[int], where: str,
-                what: str = "") -> None:
-    """Records a contraction summing ``summed`` axes of ``param`` (none: a plain read)."""
-    if summed:
-        fan_in = tuple(sorted(summed))
-        rec.use(param, Use(fan_in, f"{where} sums {fan_in}{what}"))
-    else:
-        rec.use(param, Use(None, f"no contraction (output axis of {where})"))
+class _Reads:
+    """The contractions of one equation; those through picks wait in a :class:`Partial`."""
+
+    def __init__(self, rec: Recorder, where: str, what: str = ""):
+        self.rec, self.where, self.what = rec, where, what
+        self.deferred: list[tuple[int, frozenset[int], str, str]] = []
+        self.picks: set[Pick] = set()
+
+    def add(self, lineage: Lineage, param: int, summed: frozenset[int]) -> None:
+        picks = {pick for pick in picks_of(lineage) if pick[0] == param}
+        if picks and summed and not self.rec.muted:
+            self.deferred.append((param, summed, self.where, self.what))
+            self.picks |= picks
+        else:
+            self.rec.use(param, contraction(summed, self.where, self.what))
+
+    def result(self) -> State:
+        return Partial(tuple(self.deferred), frozenset(self.picks)) if self.deferred else DATA
 
 
 def _met(rec: Recorder, states: Sequence[State]) -> list[State]:
     """Settles each selection whose other operand is not data (a lookup), and products."""
-    out = settle(rec, [s if isinstance(s, Weighted) else None for s in states])
+    pending = (Weighted, Partial)
+    out = settle(rec, [s if isinstance(s, pending) else None for s in states])
     for i, state in enumerate(states):
         if isinstance(state, Selected) and not any(
-                s is DATA or isinstance(s, Weighted) for j, s in enumerate(states) if j != i):
+                s is DATA or isinstance(s, pending) for j, s in enumerate(states) if j != i):
             out[i] = settle(rec, [state])[0]
-        elif not isinstance(state, Weighted):
+        elif not isinstance(state, pending):
             out[i] = state
     return out
 
@@ -82,10 +98,41 @@ def dot_general(rec: Recorder, eqn: Any, states: Sequence[State], where: str) ->
     states = _met(rec, states)
     if all(s is not DATA for s in states):
         return _product(eqn, states[0], states[1])
+    reads = _Reads(rec, where)
     for state, contract in ((states[0], contract_l), (states[1], contract_r)):
-        for param, axis_map in _param_side(rec, state, contract).items():
-            _contracted(rec, param, _axes_union([axis_map[a] for a in contract]), where)
-    return DATA
+        lineage = _param_side(rec, state, contract)
+        for param, axis_map in lineage.items():
+            reads.add(lineage, param, _axes_union([axis_map[a] for a in contract]))
+    return reads.result()
+
+
+def added(rec: Recorder, states: Sequence[State]) -> State | None:
+    """A sum of contractions through picks (and constants); None if ``states`` are not.
+
+    Contractions through different picks of the same parameter axes, added
+    together, sum over those axes too (``sum(a[:, h] @ w[h] for h in ...)``).
+    """
+    partials = [s for s in states if isinstance(s, Partial)]
+    if not partials or any(s is not None and not isinstance(s, Partial) for s in states):
+        return None
+    picks = frozenset().union(*(p.picks for p in partials))
+    summed: dict[int, frozenset[int]] = {}
+    for partial in partials:
+        for param, axes in partial.summed.items():
+            summed[param] = summed.get(param, NO_AXES) | axes
+    found: dict[tuple[int, frozenset[int]], set[int]] = {}
+    for param, axes, pick in picks:
+        found.setdefault((param, axes), set()).add(pick)
+    for (param, axes), ids in found.items():
+        if len(ids) > 1 or axes <= summed.get(param, NO_AXES):
+            summed[param] = summed.get(param, NO_AXES) | axes
+    for param, axes in summed.items():
+        rec.unlayer(param, axes)
+    reads = tuple(
+        (param, axes | summed[param], where, _OVER_SLICES) if param in summed
+        else (param, axes, where, what)
+        for partial in partials for param, axes, where, what in partial.reads)
+    return Partial(reads, picks, summed)
 
 
 def _product(eqn: Any, lhs: State, rhs: State) -> State:
@@ -125,13 +172,14 @@ def conv(rec: Recorder, eqn: Any, states: Sequence[State], where: str) -> State:
     lhs, rhs = _met(rec, states)
     out_feature = eqn.params["dimension_numbers"].rhs_spec[0]
     kept = [a for a in range(len(shape_of(eqn.invars[1]))) if a != out_feature]
-    for param, axis_map in _param_side(rec, rhs, kept).items():
-        summed = _axes_union([axis_map[a] for a in kept]) - axis_map[out_feature]
-        _contracted(rec, param, summed, where, " (all but output)")
+    reads = _Reads(rec, where, " (all but output)")
+    lineage = _param_side(rec, rhs, kept)
+    for param, axis_map in lineage.items():
+        reads.add(lineage, param, _axes_union([axis_map[a] for a in kept]) - axis_map[out_feature])
     if isinstance(lhs, dict):
         for param in lhs:
             rec.use(param, Use(None, f"no contraction (input of {where})"))
-    return DATA if any(s is not None for s in states) else None
+    return reads.result()
 
 
 def weighted(eqn: Any, states: Sequence[State], where: str) -> State | None:
@@ -150,7 +198,7 @@ def summed(rec: Recorder, eqn: Any, state: Weighted, where: str) -> State:
     """``reduce_sum`` of activations times parameters: a contraction over the summed axes."""
     for param, axis_map in state.lineage.items():
         axes = _axes_union([axis_map[a] for a in eqn.params["axes"]])
-        _contracted(rec, param, axes, where, " (of a product with activations)")
+        rec.use(param, contraction(axes, where, " (of a product with activations)"))
     return DATA
 
 
@@ -211,10 +259,28 @@ def gather(rec: Recorder, eqn: Any, states: Sequence[State], where: str) -> Stat
                 for p, m in operand.items()}
         return _selected(lineage, operand, rows, kept, where)
     if len(shape_of(eqn.invars[1])) == 1:  # One index vector: a single pick.
-        for param, axis_map in operand.items():
-            for axis in dn.collapsed_slice_dims:
-                rec.layer(param, axis_map[axis], f"indexed by {where.rsplit('/', 1)[-1]}")
+        return picked(rec, eqn, operand, dn.collapsed_slice_dims, where, lineage)
     return lineage
+
+
+def picked(rec: Recorder, eqn: Any, lineage: Lineage, axes: Sequence[int], where: str,
+           out: Lineage) -> Lineage:
+    """Notes the parameter axes behind ``axes`` of ``lineage`` as picked by a constant index.
+
+    They are layer axes (a stacked layer picked), unless contractions through
+    different picks are added together later (see :func:`added`).
+
+    Returns:
+        ``out`` (the picked value's lineage) with the picks added.
+    """
+    why = f"indexed by {where.rsplit('/', 1)[-1]}"
+    picks = set(picks_of(out))
+    for param, axis_map in lineage.items():
+        for axis in axes:
+            rec.layer(param, axis_map[axis], why)
+            if axis_map[axis]:
+                picks.add((param, axis_map[axis], id(eqn)))
+    return Lineage(out, frozenset(picks))
 
 
 def dynamic_slice(rec: Recorder, eqn: Any, states: Sequence[State], where: str) -> State:

@@ -32,13 +32,6 @@ from agc_optax._jaxpr_state import (
 )
 
 
-def _picked(rec: Recorder, lineage: Lineage, axes: Sequence[int], where: str) -> None:
-    """Notes the parameter axes behind dropped size-1 value ``axes`` as picked layers."""
-    for param, axis_map in lineage.items():
-        for axis in axes:
-            rec.layer(param, axis_map[axis], f"indexed by {where.rsplit('/', 1)[-1]}")
-
-
 def _reshape_map(in_shape: Sequence[int], out_shape: Sequence[int], m: AxisMap) -> AxisMap:
     """Maps axes through a reshape by grouping axes whose sizes multiply to the same."""
     ins = [a for a, n in enumerate(in_shape) if n != 1]
@@ -73,13 +66,13 @@ def _squeeze_like(rec: Recorder, eqn: Any, lineage: Lineage, where: str) -> Line
     out_shape = shape_of(eqn.outvars[0])
     if name == "squeeze":
         dropped = tuple(a % len(in_shape) for a in eqn.params["dimensions"])
-        _picked(rec, lineage, dropped, where)
-        return map_axes(lineage, lambda m: tuple(x for a, x in enumerate(m) if a not in dropped))
+        out = map_axes(lineage, lambda m: tuple(x for a, x in enumerate(m) if a not in dropped))
+        return _jaxpr_contract.picked(rec, eqn, lineage, dropped, where, out)
     order = eqn.params.get("dimensions") or range(len(in_shape))
+    ones = [a for a in order if in_shape[a] == 1]
     in_shape = tuple(in_shape[a] for a in order)  # A reshape may transpose first (vmap's).
-    _picked(rec, lineage, [a for a in order if shape_of(eqn.invars[0])[a] == 1], where)
-    return map_axes(lineage, lambda m: _reshape_map(
-        in_shape, out_shape, tuple(m[a] for a in order)))
+    out = map_axes(lineage, lambda m: _reshape_map(in_shape, out_shape, tuple(m[a] for a in order)))
+    return _jaxpr_contract.picked(rec, eqn, lineage, ones, where, out) if ones else out
 
 
 def _one_operand(rec: Recorder, eqn: Any, lineage: Lineage, where: str) -> Lineage | None:
@@ -159,6 +152,8 @@ def apply(rec: Recorder, eqn: Any, states: list[State], where: str) -> list[Stat
     if name == "reduce_sum" and isinstance(states[0], Weighted):
         return [_jaxpr_contract.summed(rec, eqn, states[0], where)]
     product = _jaxpr_contract.weighted(eqn, states, where) if _elementwise(eqn) else None
+    if product is None and name in ("add", "add_any"):
+        product = _jaxpr_contract.added(rec, states)
     if product is not None:
         return [product]
     if n_out == 1:

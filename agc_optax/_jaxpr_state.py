@@ -23,7 +23,28 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 AxisMap = tuple[frozenset[int], ...]
-Lineage = dict[int, AxisMap]
+Pick = tuple[int, frozenset[int], int]  # (parameter, its axes, id of the picking equation)
+
+
+class Lineage(dict[int, AxisMap]):
+    """``{param_index: axis_map}``, and the constant-index picks made on the way.
+
+    Attributes:
+        picks: ``(param, axes, pick id)`` for every slice picked by a constant
+            index (``w[h]``); contractions through different picks of the same
+            axes that are added together sum over those axes.
+    """
+
+    __slots__ = ("picks",)
+
+    def __init__(self, items: Any = (), picks: frozenset[Pick] = frozenset()):
+        super().__init__(items)
+        self.picks = picks
+
+
+def picks_of(lineage: Mapping[int, AxisMap]) -> frozenset[Pick]:
+    """The picks of a lineage (none for a plain dict)."""
+    return getattr(lineage, "picks", frozenset())
 
 
 class _Data:
@@ -84,7 +105,23 @@ class Weighted:
     note: str
 
 
-State = None | _Data | Lineage | Selected | Weighted
+@dataclasses.dataclass(frozen=True, eq=False)
+class Partial:
+    """A contraction's output through constant-index picks (``a[:, h] @ w[h]``).
+
+    Attributes:
+        reads: ``(param, summed axes, where, what)`` of the contractions, recorded
+            when the value meets anything but another such value or a constant.
+        picks: the picks the parameters went through.
+        summed: per parameter, picked axes already summed over slices.
+    """
+
+    reads: tuple[tuple[int, frozenset[int], str, str], ...]
+    picks: frozenset[Pick]
+    summed: Mapping[int, frozenset[int]] = dataclasses.field(default_factory=dict)
+
+
+State = None | _Data | Lineage | Selected | Weighted | Partial
 
 
 @dataclasses.dataclass
@@ -109,6 +146,12 @@ class Recorder:
         if not self.muted:
             self.uses.setdefault(param, {})[use] = None
 
+    def unlayer(self, param: int, axes: frozenset[int]) -> None:
+        """Takes back layer marks of ``axes`` of ``param`` (they were summed over)."""
+        if not self.muted:
+            for axis in axes:
+                self.layer_axes.get(param, {}).pop(axis, None)
+
     def layer(self, param: int, axes: frozenset[int], why: str) -> None:
         """Marks the (non-trivial) ``axes`` of ``param`` as layer axes."""
         if self.muted:
@@ -125,12 +168,12 @@ def lineage_of(states: Sequence[State]) -> list[Lineage]:
 
 def carries_params(states: Sequence[State]) -> bool:
     """Whether any of ``states`` follows parameters (a lineage, selection or product)."""
-    return any(isinstance(s, dict | Selected | Weighted) for s in states)
+    return any(isinstance(s, dict | Selected | Weighted | Partial) for s in states)
 
 
 def union(maps: Sequence[Lineage]) -> Lineage:
     """One lineage holding every parameter of ``maps``, axis sets joined."""
-    out: Lineage = {}
+    out = Lineage(picks=frozenset().union(*map(picks_of, maps)))
     for lineage in maps:
         for param, axis_map in lineage.items():
             old = out.get(param)
@@ -150,7 +193,16 @@ def join(a: State, b: State) -> State:
 
 def map_axes(lineage: Lineage, fn: Callable[[AxisMap], AxisMap]) -> Lineage:
     """Applies ``fn`` to every parameter's axis map."""
-    return {param: fn(axis_map) for param, axis_map in lineage.items()}
+    return Lineage({param: fn(axis_map) for param, axis_map in lineage.items()},
+                   picks_of(lineage))
+
+
+def contraction(summed: frozenset[int], where: str, what: str = "") -> Use:
+    """The use of a contraction summing ``summed`` axes of a parameter (none: a plain read)."""
+    if summed:
+        fan_in = tuple(sorted(summed))
+        return Use(fan_in, f"{where} sums {fan_in}{what}")
+    return Use(None, f"no contraction (output axis of {where})")
 
 
 def settle(rec: Recorder, states: Sequence[State]) -> list[State]:
@@ -171,6 +223,10 @@ def settle(rec: Recorder, states: Sequence[State]) -> list[State]:
         elif isinstance(state, Weighted):
             for param in state.lineage:
                 rec.use(param, Use(None, state.note))
+            state = DATA
+        elif isinstance(state, Partial):
+            for param, summed, where, what in state.reads:
+                rec.use(param, contraction(summed, where, what))
             state = DATA
         out.append(state)
     return out
@@ -198,7 +254,7 @@ def mix(rec: Recorder, where: str, states: Sequence[State], rank: int) -> State:
     selected = [s for s in states if isinstance(s, Selected)]
     if len(selected) == 1 and all(s is None or s is selected[0] for s in states):
         return selected[0]  # A selection scaled or cast by constants stays one.
-    if any(s is DATA or isinstance(s, Weighted) for s in states) or selected:
+    if any(s is DATA or isinstance(s, Weighted | Partial) for s in states) or selected:
         read_by(rec, states, f"no contraction ({where.rsplit('/', 1)[-1]} with activations)")
         return DATA
     lineages = [

@@ -184,6 +184,39 @@ def test_broadcast_product_then_sum_is_a_contraction():
     assert rule.entries["scale"].evidence == "no contraction (mul with activations)"
 
 
+def test_contractions_added_over_slices_sum_the_sliced_axis():
+    """y = sum_h a[:, h] @ wo[h]: each output sums wo (heads, dim, out) over heads and dim."""
+    def heads(p, a):                                         # a (batch, heads, dim)
+        return sum(a[:, h] @ p["wo"][h] for h in range(3)) + p["b"]
+
+    def taps(p, x):                                          # causal conv, w (taps, in, out)
+        xp = jnp.pad(x, ((2, 0), (0, 0)))
+        return sum(xp[k:k + 7] @ p["w"][k] for k in range(3))
+
+    got = _fan_in(heads, {"wo": _spec(3, 4, 6), "b": _spec(6)}, _spec(2, 3, 4))
+    assert got == {"wo": (0, 1), "b": (0,)}
+    rule = infer_unit_axes(taps, {"w": _spec(3, 6, 4)}, X)
+    assert rule.entries["w"].fan_in == (0, 1)
+    assert rule.entries["w"].evidence == "dot_general sums (0, 1) (added over slices)"
+
+
+def test_stacked_layers_in_a_python_loop_stay_layers():
+    """Each layer's output feeds the next: w[i] is a layer, (layers, in, out) sums over in."""
+    def residual(p, x):
+        for i in range(3):
+            x = x + jax.nn.gelu(x @ p["w"][i]) @ p["v"][i]
+        return x
+
+    def plain(p, x):
+        for i in range(3):
+            x = x + x @ p["w"][i]
+        return x
+
+    params = {"w": _spec(3, 6, 6), "v": _spec(3, 6, 6)}
+    assert _fan_in(residual, params, X) == {"w": (1,), "v": (1,)}
+    assert _fan_in(plain, {"w": _spec(3, 6, 6)}, X) == {"w": (1,)}
+
+
 # Item 6: backward passes inside the forward pass. --------------------------------------------
 
 
