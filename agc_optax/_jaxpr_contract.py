@@ -183,9 +183,14 @@ def conv(rec: Recorder, eqn: Any, states: Sequence[State], where: str) -> State:
 
 
 def weighted(eqn: Any, states: Sequence[State], where: str) -> State | None:
-    """``x * w``: activations times parameters, kept apart in case a sum follows; else None."""
+    """``x * w`` (a ``mul``): activations times parameters, kept in case a sum follows.
+
+    Returns:
+        A :class:`Weighted` state, or None if ``states`` are not one activation
+        and one parameter lineage of the output's rank.
+    """
     lineages = [s for s in states if isinstance(s, dict)]
-    if eqn.primitive.name != "mul" or len(lineages) != 1 or DATA not in states:
+    if len(lineages) != 1 or not any(s is DATA for s in states):
         return None
     rank = len(shape_of(eqn.outvars[0]))
     lineage = lineages[0]

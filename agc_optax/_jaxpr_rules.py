@@ -151,8 +151,10 @@ def apply(rec: Recorder, eqn: Any, states: list[State], where: str) -> list[Stat
         return [contraction(rec, eqn, states, where)]
     if name == "reduce_sum" and isinstance(states[0], Weighted):
         return [_jaxpr_contract.summed(rec, eqn, states[0], where)]
-    product = _jaxpr_contract.weighted(eqn, states, where) if _elementwise(eqn) else None
-    if product is None and name in ("add", "add_any"):
+    product = None
+    if name == "mul" and _elementwise(eqn):
+        product = _jaxpr_contract.weighted(eqn, states, where)
+    elif name in ("add", "add_any"):
         product = _jaxpr_contract.added(rec, states)
     if product is not None:
         return [product]

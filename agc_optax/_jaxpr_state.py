@@ -173,7 +173,10 @@ def carries_params(states: Sequence[State]) -> bool:
 
 def union(maps: Sequence[Lineage]) -> Lineage:
     """One lineage holding every parameter of ``maps``, axis sets joined."""
-    out = Lineage(picks=frozenset().union(*map(picks_of, maps)))
+    if len(maps) == 1:
+        return maps[0]  # Lineages are never changed in place.
+    picks = [p for p in map(picks_of, maps) if p]
+    out = Lineage(picks=frozenset().union(*picks) if picks else frozenset())
     for lineage in maps:
         for param, axis_map in lineage.items():
             old = out.get(param)
