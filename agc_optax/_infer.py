@@ -161,29 +161,37 @@ def infer_unit_axes(
     """Reads each parameter's fan-in axes from the jaxpr of ``fn(params, *args, **kwargs)``.
 
     ``fn`` is traced with :func:`jax.make_jaxpr`, never run, so ``args`` may be
-    :class:`jax.ShapeDtypeStruct` s. Every parameter is followed through casts,
-    elementwise arithmetic with other parameters or constants (weight
-    standardisation, gains), broadcasts, transposes, reshapes that split or merge
-    axes, reductions, slices, and into ``jit``, ``checkpoint``/remat,
-    ``custom_jvp``/``custom_vjp``, ``scan``, ``while_loop`` and ``cond``, to the
-    operation where it meets the data:
+    :class:`jax.ShapeDtypeStruct` s. A parameter's fan-in are the axes summed
+    where it, or a value computed from parameters and constants only, meets a
+    value derived from the data (``args`` and ``kwargs``). Every parameter is
+    followed through casts, elementwise arithmetic, broadcasts, transposes,
+    reshapes, reductions, slices, contractions with constants or other
+    parameters (their axes mapped back), and into ``jit``, ``checkpoint``/remat,
+    ``custom_jvp``/``custom_vjp``, ``vmap``, ``shard_map``, ``scan``,
+    ``while_loop`` and ``cond``, to where it meets the data:
 
     * ``dot_general``: its contracting axes are the fan-in (batch axes never);
     * ``conv_general_dilated``: every kernel axis but the output-feature axis
       (any rank, grouping, transposed kernels);
-    * a gather or dynamic slice with data indices (an embedding lookup): every
-      axis but the looked-up one, i.e. one unit per row. A tied embedding
-      (lookup and output projection) agrees: one unit per row;
+    * a slice picked by data indices (gather, dynamic slice) and then
+      contracted with data: a kernel (mixture-of-experts, per-task weights),
+      the picked axis a selection; met any other way, an embedding lookup:
+      every axis but the looked-up one, i.e. one unit per row;
+    * a product with activations summed next (``(x[:, :, None] * w).sum(1)``):
+      the summed axes;
     * anything else (a bias, gain, norm scale or additive position embedding
       meeting an activation): no axis is contracted, so the whole parameter is
       one unit per layer.
 
-    Axes that are scanned over or picked by a single index (stacked layers, as
-    made by ``nn.scan``/``nnx.scan``) are never fan-in: each layer's slice has
-    its own units. A parameter that is never read, or whose path to the data
-    goes through an operation not listed above, keeps
-    :func:`agc_optax.default_unit_axes`; the table says so. Arguments with a
-    PRNG key dtype count as constants, not data.
+    Axes that are scanned over or picked by a single constant index (stacked
+    layers, as made by ``nn.scan``/``nnx.scan``) are never fan-in, unless
+    contractions through different picked slices are added together (heads
+    summed in a loop), which sums over them. Reads in a backward pass that
+    ``fn`` computes (``jax.grad`` with respect to its input) are not uses.
+    Arguments with a PRNG key dtype count as constants, not data. A parameter
+    that is never read, or whose road to the data no rule decides, keeps
+    :func:`agc_optax.default_unit_axes`; its evidence starts with ``FALLBACK``
+    and a warning names it (unless never read).
 
     Args:
         fn: the forward pass, ``fn(params, *args, **kwargs)``; for an
@@ -209,6 +217,10 @@ def infer_unit_axes(
         ValueError: two contractions read a parameter over different axes (the
             message names both and the override), or ``overrides`` names a path
             that is not a parameter.
+
+    Warns:
+        UserWarning: some parameter's fan-in could not be inferred, or ``fn``
+            reads no argument but ``params`` (data closed over).
     """
     paths, leaves, closed, other_states = _trace(fn, params, args, kwargs)
     shapes = [tuple(getattr(x, "shape", ())) for x in leaves]

@@ -377,7 +377,7 @@ def test_agc_with_inferred_axes_matches_the_float64_reference():
     assert isinstance(tx, optax.GradientTransformation)
 
 
-@pytest.mark.parametrize(("page", "tables"), [("docs/guides/units.md", 3), ("README.md", 1)])
+@pytest.mark.parametrize(("page", "tables"), [("docs/guides/units.md", 4), ("README.md", 1)])
 def test_the_units_tables_shown_are_real_output(page, tables):
     """Every ``text`` block of the page is what its python blocks print."""
     out = io.StringIO()

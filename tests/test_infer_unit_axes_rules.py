@@ -107,6 +107,9 @@ def test_nnx_vmapped_conv_ensemble():
     rule = infer_unit_axes(lambda m, x: forward(m, x), model, _spec(5, 2, 8, 8, 3))
     assert model.kernel.shape == (5, 3, 3, 3, 6)
     assert rule.entries["kernel"].fan_in == (1, 2, 3)
+    # A member's bias looks like a position embedding added to activations: one unit
+    # for all members (the docs list it among the patterns that need an override).
+    assert rule.entries["bias"].fan_in == (0, 1)
 
 
 def test_vmapped_embeddings_with_shared_ids():
@@ -278,6 +281,13 @@ def test_linen_spectral_norm_with_its_statistics_closed_over():
     rule = infer_unit_axes(fn, variables["params"], X)
     assert rule.entries["layer_instance/kernel"].fan_in == (0,)
 
+    def passed(p, x, stats):                          # u is then an input: a second contraction
+        return module.apply({"params": p, "batch_stats": stats}, x, update_stats=True,
+                            mutable=["batch_stats"])[0]
+
+    with pytest.raises(ValueError, match=r"'layer_instance/kernel'.*power iteration"):
+        infer_unit_axes(passed, variables["params"], X, variables["batch_stats"])
+
 
 def test_equinox_spectral_norm_closes_over_its_state_or_is_told_to():
     """Linear weight (out, in) sums over in; state passed as data makes u a second input."""
@@ -341,3 +351,22 @@ def test_fallback_entries_are_marked():
     assert rule.entries["w"].evidence == "FALLBACK default rule: not followed through top_k"
     assert rule.entries["spare"].fallback and "never read" in rule.entries["spare"].evidence
     assert not rule.entries["b"].fallback
+
+
+def test_documented_patterns_that_need_an_override():
+    """docs/guides/units.md lists these: each gives the stated (wrong) answer without one."""
+    table = {"table": _spec(11, 6), "wo": _spec(3, 4, 6)}
+
+    def one_hot(p, ids):                              # a contraction over the vocabulary
+        return jax.nn.one_hot(ids, 11) @ p["table"]
+
+    def running_sum(p, a):                            # heads added into the activations
+        out = a[:, 0] @ jnp.eye(4, 6)
+        for h in range(3):
+            out = out + a[:, h] @ p["wo"][h]
+        return out
+
+    assert _fan_in(one_hot, table, IDS)["table"] == (0,)
+    assert _fan_in(running_sum, table, _spec(2, 3, 4))["wo"] == (1,)
+    assert _fan_in(one_hot, table, IDS, overrides={"table": (1,)})["table"] == (1,)
+
