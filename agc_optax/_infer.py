@@ -248,5 +248,5 @@ def infer_unit_axes(
                                   used=False, fallback=True)
         else:
             entries[path] = _decide(path, shape, uses, rec.layer_axes.get(i, {}))
-    _warn_fallbacks(entries, any(s is DATA for s in other_states))
+    _warn_fallbacks(entries, _jaxpr_walk.reads_data(closed.jaxpr, other_states))
     return InferredUnitAxes(entries)

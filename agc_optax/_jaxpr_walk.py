@@ -58,6 +58,14 @@ def _transposed(eqn: Any) -> bool:
                for s in eqn.source_info.name_stack.stack)
 
 
+def reads_data(jaxpr: Any, last_states: Sequence[State]) -> bool:
+    """Whether ``jaxpr`` uses any of its last inputs whose state is :data:`DATA`."""
+    inputs = jaxpr.invars[len(jaxpr.invars) - len(last_states):]
+    data = {var for var, state in zip(inputs, last_states, strict=True) if state is DATA}
+    used = [*(var for eqn in jaxpr.eqns for var in eqn.invars), *jaxpr.outvars]
+    return any(var in data for var in used if not isinstance(var, core.Literal))
+
+
 def _eqn(rec: Recorder, eqn: Any, states: list[State], where: str) -> list[State]:
     if not carries_params(states):
         return [DATA if any(s is DATA for s in states) else None] * len(eqn.outvars)

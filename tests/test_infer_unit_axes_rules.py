@@ -340,6 +340,11 @@ def test_data_closed_over_is_warned_about():
     x = jnp.ones((7, 6))
     with pytest.warns(UserWarning, match=r"reads no argument but params.*infer_unit_axes\(fn"):
         infer_unit_axes(lambda p: x @ p["w"], {"w": _spec(6, 3)})
+    with pytest.warns(UserWarning, match=r"reads no argument but params"):
+        infer_unit_axes(lambda p, unused: x @ p["w"], {"w": _spec(6, 3)}, X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        infer_unit_axes(lambda p, x: x @ p["w"], {"w": _spec(6, 3)}, X)
 
 
 def test_fallback_entries_are_marked():
