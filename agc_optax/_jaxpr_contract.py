@@ -252,13 +252,16 @@ def gather(rec: Recorder, eqn: Any, states: Sequence[State], where: str) -> Stat
     lineage = map_axes(operand, gather_map)
     if indices is DATA:
         # Axes indexed with a window narrower than the axis are picked by the data.
-        # Whole axes kept in front of the picked rows (vmap over a stack of tables,
-        # ``t[:, ids]``) index tables; batching axes pair tables with index rows.
+        # Whole axes kept in front of the picked rows, when the rows keep axes of
+        # their own behind them (vmap over a stack of tables, ``t[:, ids]``), index
+        # tables; batching axes pair tables with index rows.
         sizes = eqn.params["slice_sizes"]
         picked = [a for a in dn.start_index_map if sizes[a] < in_shape[a]]
-        first_row = min(batch_out, default=out_rank)
+        first_row, last_row = min(batch_out, default=out_rank), max(batch_out, default=-1)
         tables = [a for o, a in zip(dn.offset_dims, sliced, strict=True)
                   if o < first_row and a not in picked]
+        if not any(o > last_row for o in dn.offset_dims):
+            tables = []  # A table stored (features, rows): the features are the row.
         rows = {p: _axes_union([m[a] for a in picked]) for p, m in operand.items()}
         kept = {p: _axes_union([m[a] for a in (*tables, *dn.operand_batching_dims)])
                 for p, m in operand.items()}

@@ -120,6 +120,12 @@ def test_vmapped_embeddings_with_shared_ids():
     assert got == {"emb": (2,)}
     got = _fan_in(lambda p, ids: p["emb"][:, ids], params, ids)          # the same, by hand
     assert got == {"emb": (2,)}
+    got = _fan_in(lambda p, ids: jax.vmap(lambda t: t[ids])(p["emb"]), params, IDS)
+    assert got == {"emb": (2,)}
+    # A table stored (features, vocab): a looked-up column is a row of features.
+    rule = infer_unit_axes(lambda p, ids: p["emb"][:, ids], {"emb": _spec(8, 100)}, IDS)
+    assert rule.entries["emb"].fan_in == (0,)
+    assert rule.entries["emb"].evidence == "gather lookup sums (0,) (one unit per row)"
 
 
 def test_linen_vmapped_embed():
