@@ -20,6 +20,7 @@ from typing import Any, Literal, Protocol
 
 import grain
 import numpy as np
+from absl import flags as absl_flags
 from PIL import UnidentifiedImageError
 
 from examples.common import datasets, imagenet_preprocessing
@@ -206,6 +207,9 @@ def _local_batch_size(global_batch_size: int, process_count: int) -> int:
 
 def _prefetch(dataset: grain.IterDataset, worker_count: int) -> grain.IterDataset:
     if worker_count:
+        # grain's worker start-up reads absl flags; the examples parse theirs with argparse.
+        if not absl_flags.FLAGS.is_parsed():
+            absl_flags.FLAGS.mark_as_parsed()
         return dataset.mp_prefetch(grain.multiprocessing.MultiprocessingOptions(
             num_workers=worker_count, per_worker_buffer_size=2))
     return dataset
