@@ -36,13 +36,17 @@ class ImageFolderError(datasets.DataFileError):
 
 
 class RecordSource(Protocol):
-    """What the loaders read: ``(path or bytes, label)`` records and the class names."""
+    """What the loaders read: ``(path or encoded bytes, label)`` records, and class names."""
 
     classes: tuple[str, ...]
 
     def __len__(self) -> int: ...
 
     def __getitem__(self, index: int) -> tuple[str | bytes, int]: ...
+
+    def describe(self, index: int) -> str:
+        """Names record ``index`` in messages (its path, or its place in a file)."""
+        ...
 
 
 def _listing(paths: Sequence[pathlib.Path]) -> str:
@@ -138,16 +142,16 @@ class ImageFolder:
         """Returns ``(path, label)`` of image ``index``."""
         return self.paths[index], int(self.labels[index])
 
+    def describe(self, index: int) -> str:
+        """Returns the path of image ``index``."""
+        return self.paths[index]
+
 
 def _read(record: str | bytes) -> bytes:
     if isinstance(record, bytes):
         return record
     with open(record, "rb") as f:
         return f.read()
-
-
-def _name(record: str | bytes, index: int) -> str:
-    return record if isinstance(record, str) else f"record {index}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,9 +162,9 @@ class _Decode:
     on_corrupt: OnCorrupt
     eval_method: imagenet_preprocessing.EvalMethod | None = None  # None: training
 
-    def __call__(self, indexed: tuple[int, tuple[str | bytes, int]],
+    def __call__(self, described: tuple[str, tuple[str | bytes, int]],
                  rng: np.random.Generator | None = None) -> dict[str, Any] | None:
-        index, (record, label) = indexed
+        description, (record, label) = described
         try:
             data = _read(record)
             if self.eval_method is None:
@@ -170,7 +174,7 @@ class _Decode:
                                                           self.eval_method)
         except (OSError, ValueError, SyntaxError) as e:  # PIL raises all three.
             reason = "not a JPEG or PNG image" if isinstance(e, UnidentifiedImageError) else e
-            message = f"{_name(record, index)}: cannot be read as an image ({reason})"
+            message = f"{description}: cannot be read as an image ({reason})"
             if self.on_corrupt == "raise":
                 raise ImageFolderError(message + "; fix or delete the file, or pass "
                                        "on_corrupt='skip'.") from e
@@ -181,12 +185,12 @@ class _Decode:
 
 @dataclasses.dataclass(frozen=True)
 class _Lookup:
-    """Maps a record index to ``(index, record)``, so that messages can name the record."""
+    """Maps a record index to ``(description, record)``, so that messages name the record."""
 
     source: RecordSource
 
-    def __call__(self, index: int) -> tuple[int, tuple[str | bytes, int]]:
-        return int(index), self.source[int(index)]
+    def __call__(self, index: int) -> tuple[str, tuple[str | bytes, int]]:
+        return self.source.describe(int(index)), self.source[int(index)]
 
 
 def _is_present(example: dict[str, Any] | None) -> bool:
@@ -276,7 +280,7 @@ class _EvalExample:
         position = int(position)
         decoded = None
         if position < len(self.source):
-            decoded = self.decode((position, self.source[position]))
+            decoded = self.decode(_Lookup(self.source)(position))
         if decoded is None:
             size = self.decode.image_size
             return {"image": np.zeros((size, size, 3), np.uint8), "label": np.int32(0),
