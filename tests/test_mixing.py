@@ -77,6 +77,24 @@ def test_cutmix_pastes_a_rectangle_of_the_previous_example_and_weights_by_area()
                                    atol=1e-6)
 
 
+def test_cutmix_boxes_by_their_definition():
+    # The same draws as cutmix_masks: centre uniform over pixels, U uniform; the box spans
+    # rows [cy - r, cy + r) with r = ⌊√(1 - U)·H⌋ // 2 (and columns alike), cut to the image.
+    n, height, width = 50, 12, 20
+    masks = np.asarray(mixing.cutmix_masks(jax.random.key(7), n, height, width))
+    centre_key, area_key = jax.random.split(jax.random.key(7))
+    centre = np.floor(np.asarray(jax.random.uniform(centre_key, (n, 2)), np.float64)
+                      * [height, width])
+    side = np.sqrt(1.0 - np.asarray(jax.random.uniform(area_key, (n,)), np.float64))
+    for i in range(n):
+        half_rows, half_columns = int(side[i] * height) // 2, int(side[i] * width) // 2
+        expected = np.zeros((height, width))
+        top, left = int(centre[i, 0]) - half_rows, int(centre[i, 1]) - half_columns
+        expected[max(top, 0):max(top + 2 * half_rows, 0),
+                 max(left, 0):max(left + 2 * half_columns, 0)] = 1
+        np.testing.assert_array_equal(masks[i, ..., 0], expected, err_msg=f"box {i}")
+
+
 def test_cutmix_box_areas_are_uniform_before_clipping():
     masks = np.asarray(mixing.cutmix_masks(jax.random.key(0), 2000, 64, 64))
     area = masks.mean(axis=(1, 2, 3))
