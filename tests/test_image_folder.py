@@ -243,21 +243,28 @@ def test_corrupt_evaluation_images_are_masked_out(tmp_path, caplog):
 
 WORKER_SCRIPT = """
 import json, sys
+import numpy as np
 from examples.common import image_folder
 folder = image_folder.ImageFolder.scan(sys.argv[1], "train")
 loader = image_folder.train_loader(folder, global_batch_size=4, image_size=16, seed=0,
                                    worker_count=2, on_corrupt=sys.argv[2])
 iterator = iter(loader)
-batches = [next(iterator) for _ in range(9)]
+batches = [next(iterator) for _ in range(6)]
 state = iterator.get_state()
+batches += [next(iterator) for _ in range(3)]
 iterator.close()
-print(json.dumps([b["label"].tolist() for b in batches]))
+resumed = iter(loader)
+resumed.set_state(state)
+again = [next(resumed) for _ in range(3)]
+resumed.close()
+same = all(np.array_equal(a["image"], b["image"]) for a, b in zip(again, batches[6:]))
+print(json.dumps({"batches": len(batches), "resumed_exactly": same}))
 """
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("on_corrupt", ["skip", "raise"])
-def test_worker_processes_skip_or_raise_and_never_hang(tmp_path, on_corrupt):
+def test_worker_processes_skip_or_raise_never_hang_and_resume(tmp_path, on_corrupt):
     make_tree(tmp_path)
     bad = add_corrupt_files(tmp_path)
     result = subprocess.run([sys.executable, "-c", WORKER_SCRIPT, str(tmp_path), on_corrupt],
@@ -265,7 +272,7 @@ def test_worker_processes_skip_or_raise_and_never_hang(tmp_path, on_corrupt):
                             cwd=pathlib.Path(__file__).parents[1])
     if on_corrupt == "skip":
         assert result.returncode == 0, result.stderr
-        assert len(json.loads(result.stdout)) == 9
+        assert json.loads(result.stdout) == {"batches": 9, "resumed_exactly": True}
         assert all(str(path) in result.stderr for path in bad)
     else:
         assert result.returncode != 0
