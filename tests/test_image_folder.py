@@ -157,6 +157,19 @@ def test_two_processes_read_disjoint_shards_that_cover_the_set(tmp_path):
     assert set(shards[0]) | set(shards[1]) == set(range(12))
 
 
+def test_randaugment_runs_in_the_loader_and_changes_the_images(tmp_path):
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    noise = np.random.default_rng(0).integers(0, 256, (48, 48, 3), np.uint8)
+    for k in range(4):
+        Image.fromarray(noise).save(tmp_path / "train" / "a" / f"{k}.png")
+    folder = ImageFolder.scan(tmp_path, "train")
+    make = lambda level: next(iter(image_folder.train_loader(  # noqa: E731
+        folder, global_batch_size=4, image_size=16, seed=0, randaugment_level=level)))
+    plain, augmented = make(None), make("410")
+    assert augmented["image"].shape == (4, 16, 16, 3) and augmented["image"].dtype == np.uint8
+    assert not np.array_equal(plain["image"], augmented["image"])
+
+
 def test_batch_must_divide_and_fit(tmp_path):
     make_tree(tmp_path)
     folder = ImageFolder.scan(tmp_path, "train")
@@ -165,6 +178,8 @@ def test_batch_must_divide_and_fit(tmp_path):
                                   process_count=3)
     with pytest.raises(ValueError, match="fewer than the batch of 16"):
         image_folder.train_loader(folder, global_batch_size=16, image_size=8, seed=0)
+    with pytest.raises(ValueError, match="method 'centre'"):
+        image_folder.eval_loader(folder, global_batch_size=4, image_size=8, method="centre")
     with pytest.raises(ValueError, match="on_corrupt='ignore'"):
         image_folder.train_loader(folder, global_batch_size=4, image_size=8, seed=0,
                                   on_corrupt="ignore")

@@ -45,20 +45,20 @@ def test_center_crop_box_by_hand(height, width, size, expected):
 
 def test_crop_resize_is_exactly_the_centred_window():
     image = coordinates(60, 100)
-    out = pre.eval_image(encode(image), 28, "crop_resize")
+    out = pre.eval_image(pre.decode(encode(image)), 28, "crop_resize")
     np.testing.assert_array_equal(out, image[16:44, 36:64])
 
 
 def test_resize_crop_takes_the_centre_of_the_image_resized_to_size_plus_32():
     image = coordinates(60, 60)  # Already 28 + 32 on each side: the resize is the identity.
-    out = pre.eval_image(encode(image), 28, "resize_crop")
+    out = pre.eval_image(pre.decode(encode(image)), 28, "resize_crop")
     np.testing.assert_array_equal(out, image[16:44, 16:44])
 
 
 def test_resize_crop_ignores_the_aspect_ratio():
     image = np.zeros((50, 200, 3), np.uint8)
     image[:, :100] = 255  # Left half white: after squashing, the left half of the square.
-    out = pre.eval_image(encode(image), 28, "resize_crop")
+    out = pre.eval_image(pre.decode(encode(image)), 28, "resize_crop")
     assert out.shape == (28, 28, 3)
     np.testing.assert_array_equal(out[:, :10], 255)
     np.testing.assert_array_equal(out[:, -10:], 0)
@@ -66,7 +66,7 @@ def test_resize_crop_ignores_the_aspect_ratio():
 
 def test_unknown_eval_method_is_named():
     with pytest.raises(ValueError, match="'center'"):
-        pre.eval_image(encode(coordinates(8, 8)), 4, "center")
+        pre.eval_image(pre.decode(encode(coordinates(8, 8))), 4, "center")
 
 
 @settings(max_examples=200, deadline=None)
@@ -94,7 +94,8 @@ def test_random_crop_areas_and_aspect_ratios_span_their_ranges():
 
 
 def test_train_image_shape_dtype_and_determinism():
-    data = encode(np.random.default_rng(0).integers(0, 256, (90, 120, 3), np.uint8), "JPEG")
+    data = pre.decode(encode(np.random.default_rng(0).integers(0, 256, (90, 120, 3), np.uint8),
+                             "JPEG"))
     out = pre.train_image(data, np.random.default_rng(5), 32)
     assert out.shape == (32, 32, 3) and out.dtype == np.uint8
     np.testing.assert_array_equal(out, pre.train_image(data, np.random.default_rng(5), 32))
@@ -104,7 +105,7 @@ def test_train_image_shape_dtype_and_determinism():
 def test_train_image_flips_about_half_of_the_time():
     image = np.zeros((40, 40, 3), np.uint8)
     image[:, :20] = 255  # Left half white; any crop keeps some of both halves or one half.
-    data = encode(image)
+    data = pre.decode(encode(image))
     left_brighter = [
         (lambda out: out[:, 0].mean() > out[:, -1].mean())(
             pre.train_image(data, np.random.default_rng(seed), 16))

@@ -23,7 +23,7 @@ import numpy as np
 from absl import flags as absl_flags
 from PIL import UnidentifiedImageError
 
-from examples.common import datasets, imagenet_preprocessing
+from examples.common import datasets, imagenet_preprocessing, randaugment
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 OnCorrupt = Literal["skip", "raise"]
@@ -161,17 +161,13 @@ class _Decode:
     image_size: int
     on_corrupt: OnCorrupt
     eval_method: imagenet_preprocessing.EvalMethod | None = None  # None: training
+    randaugment: tuple[int, float] | None = None
 
     def __call__(self, described: tuple[str, tuple[str | bytes, int]],
                  rng: np.random.Generator | None = None) -> dict[str, Any] | None:
         description, (record, label) = described
         try:
-            data = _read(record)
-            if self.eval_method is None:
-                image = imagenet_preprocessing.train_image(data, rng, self.image_size)
-            else:
-                image = imagenet_preprocessing.eval_image(data, self.image_size,
-                                                          self.eval_method)
+            decoded = imagenet_preprocessing.decode(_read(record))
         except (OSError, ValueError, SyntaxError) as e:  # PIL raises all three.
             reason = "not a JPEG or PNG image" if isinstance(e, UnidentifiedImageError) else e
             message = f"{description}: cannot be read as an image ({reason})"
@@ -180,6 +176,12 @@ class _Decode:
                                        "on_corrupt='skip'.") from e
             logger.warning("%s; skipped.", message)
             return None
+        if self.eval_method is not None:
+            image = imagenet_preprocessing.eval_image(decoded, self.image_size, self.eval_method)
+        else:
+            image = imagenet_preprocessing.train_image(decoded, rng, self.image_size)
+            if self.randaugment:
+                image = randaugment.randaugment(image, rng, *self.randaugment)
         return {"image": image, "label": np.int32(label)}
 
 
@@ -230,6 +232,7 @@ def train_loader(
     worker_count: int = 0,
     read_threads: int = 4,
     on_corrupt: OnCorrupt = "skip",
+    randaugment_level: str | None = None,
 ) -> grain.IterDataset:
     """An endless, shuffled, augmented stream of this process's training batches.
 
@@ -250,19 +253,23 @@ def train_loader(
         process (with ``read_threads`` threads).
       read_threads: threads per process (or worker) reading and decoding.
       on_corrupt: ``"skip"`` (warn with the path, leave the file out) or ``"raise"``.
+      randaugment_level: DeepMind's RandAugment level (``"405"``: 4 operations at
+        magnitude 5; :mod:`examples.common.randaugment`) applied after the crop and flip;
+        ``None`` for none.
 
     Returns:
       A grain ``IterDataset`` of ``{"image": uint8 (B, S, S, 3), "label": int32 (B,)}``
       with ``B = global_batch_size // process_count``; ``iter()`` it.
     """
     _check_on_corrupt(on_corrupt)
+    augment = randaugment.parse_level(randaugment_level) if randaugment_level else None
     local_batch_size = _local_batch_size(global_batch_size, process_count)
     shard = grain.MapDataset.range(len(source))[process_index::process_count]
     if len(shard) < local_batch_size:
         raise ValueError(f"{len(shard)} training images per process, fewer than the batch "
                          f"of {local_batch_size}.")
     decoded = (shard.shuffle(seed=seed).repeat(None).map(_Lookup(source))
-               .random_map(_Decode(image_size, on_corrupt), seed=seed))
+               .random_map(_Decode(image_size, on_corrupt, randaugment=augment), seed=seed))
     options = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=2 * read_threads)
     batches = (decoded.to_iter_dataset(options).filter(_is_present)
                .batch(local_batch_size, drop_remainder=True))
@@ -339,6 +346,8 @@ def eval_loader(
       processes to count the images evaluated.
     """
     _check_on_corrupt(on_corrupt)
+    if method not in ("crop_resize", "resize_crop"):
+        raise ValueError(f"method {method!r}: use 'crop_resize' or 'resize_crop'.")
     local = _local_batch_size(global_batch_size, process_count)
     positions = eval_positions(len(source), global_batch_size, process_index, process_count)
     example = _EvalExample(source, _Decode(image_size, on_corrupt, eval_method=method))

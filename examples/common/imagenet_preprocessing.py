@@ -160,28 +160,28 @@ def _resize(image: Image.Image, box: Box, image_size: int) -> np.ndarray:
     return np.asarray(resized, np.uint8)
 
 
-def train_image(data: bytes, rng: np.random.Generator, image_size: int) -> np.ndarray:
-    """Decodes an image and applies the training crop, flip and resize.
+def train_image(image: Image.Image, rng: np.random.Generator, image_size: int) -> np.ndarray:
+    """Applies the training crop, flip and resize.
 
     Args:
-      data: JPEG or PNG bytes.
+      image: a decoded RGB image (:func:`decode`).
       rng: the generator for the crop and the flip (deterministic given its seed).
       image_size: the train size.
 
     Returns:
       uint8 ``(image_size, image_size, 3)``.
     """
-    image = decode(data)
     box = random_crop_box(rng, image.height, image.width, image_size)
     pixels = _resize(image, box, image_size)
     return pixels[:, ::-1].copy() if rng.random() < 0.5 else pixels
 
 
-def eval_image(data: bytes, image_size: int, method: EvalMethod = "crop_resize") -> np.ndarray:
-    """Decodes an image and applies the test-time crop and resize.
+def eval_image(image: Image.Image, image_size: int,
+               method: EvalMethod = "crop_resize") -> np.ndarray:
+    """Applies the test-time crop and resize.
 
     Args:
-      data: JPEG or PNG bytes.
+      image: a decoded RGB image (:func:`decode`).
       image_size: the test size.
       method: ``"crop_resize"``: centre crop (:func:`center_crop_box`), then resize;
         ``"resize_crop"``: resize to ``image_size + 32`` squared (aspect ratio not kept,
@@ -190,7 +190,6 @@ def eval_image(data: bytes, image_size: int, method: EvalMethod = "crop_resize")
     Returns:
       uint8 ``(image_size, image_size, 3)``.
     """
-    image = decode(data)
     if method == "crop_resize":
         return _resize(image, center_crop_box(image.height, image.width, image_size), image_size)
     if method == "resize_crop":
