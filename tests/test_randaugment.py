@@ -62,6 +62,9 @@ def test_pixel_operations_by_their_definitions():
     np.testing.assert_array_equal(ops["Solarize"](image.astype(np.uint8), None), image)
     np.testing.assert_array_equal(ops["SolarizeAdd"](image.astype(np.uint8), None),
                                   np.where(image < 128, np.minimum(image + 110, 255), image))
+    # Magnitude 5 keeps int(0.5 · 4) = 2 bits (DeepMind's map, not PIL's usual 4 to 8).
+    np.testing.assert_array_equal(ra.operations(5)["Posterize"](image.astype(np.uint8), None),
+                                  image & 0xC0)
     np.testing.assert_array_equal(ra.operations(5)["Solarize"](image.astype(np.uint8), None),
                                   np.where(image < 128, image, 255 - image))
     np.testing.assert_array_equal(ops["Brightness"](image.astype(np.uint8), None),
