@@ -245,6 +245,20 @@ def test_corrupt_files_can_be_fatal(tmp_path):
         take(iter(loader), 6)
 
 
+def test_a_tree_of_corrupt_files_raises_instead_of_searching_forever(tmp_path):
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    for k in range(4):
+        (tmp_path / "train" / "a" / f"{k}.jpg").write_text("not an image")
+    loader = image_folder.train_loader(ImageFolder.scan(tmp_path, "train"),
+                                       global_batch_size=2, image_size=8, seed=0)
+    logging.disable(logging.WARNING)  # 1000 warnings, one per attempt.
+    try:
+        with pytest.raises(ValueError, match=r"skipped 100\.00 %"):
+            next(iter(loader))
+    finally:
+        logging.disable(logging.NOTSET)
+
+
 def test_corrupt_evaluation_images_are_masked_out(tmp_path, caplog):
     make_tree(tmp_path, per_class=1)
     bad = add_corrupt_files(tmp_path)

@@ -8,8 +8,10 @@ them (:data:`~examples.common.imagenet_preprocessing.IMAGENET_MEAN`).
 
 A file that cannot be read or decoded is reported by its path. With ``on_corrupt="skip"``
 (the default) a warning names it and the example is left out: a training batch is filled
-from the next files, an evaluation example is masked out (``mask`` 0). With
-``on_corrupt="raise"`` the loader raises :class:`ImageFolderError` naming the file.
+from the next files, an evaluation example is masked out (``mask`` 0); should more than
+:data:`MAX_SKIPPED_FRACTION` of 1000 consecutive training images be skipped, the loader
+raises rather than search on. With ``on_corrupt="raise"`` the loader raises
+:class:`ImageFolderError` naming the file.
 """
 
 import dataclasses
@@ -28,6 +30,8 @@ from examples.common import datasets, imagenet_preprocessing, randaugment
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 OnCorrupt = Literal["skip", "raise"]
 _SHOWN = 5  # Paths listed in a message about many files.
+# Above this fraction of skipped files (over windows of 1000) the training loader raises.
+MAX_SKIPPED_FRACTION = 0.5
 logger = logging.getLogger(__name__)
 
 
@@ -273,7 +277,9 @@ def train_loader(
     options = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=2 * read_threads)
     batches = (decoded.to_iter_dataset(options).filter(_is_present)
                .batch(local_batch_size, drop_remainder=True))
-    return _prefetch(batches, worker_count)
+    guarded = grain.experimental.WithOptionsIterDataset(batches, grain.experimental.DatasetOptions(
+        filter_raise_threshold_ratio=MAX_SKIPPED_FRACTION))
+    return _prefetch(guarded, worker_count)
 
 
 @dataclasses.dataclass(frozen=True)
