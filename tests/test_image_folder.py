@@ -77,6 +77,10 @@ def test_validation_split_keeps_the_training_labels(tmp_path):
     assert val.classes == CLASSES and val.labels.tolist() == [2]
     with pytest.raises(ImageFolderError, match="not among the 1 given classes"):
         ImageFolder.scan(tmp_path, "train", classes=("dog",))
+    train, val = image_folder.train_and_eval_folders(tmp_path)
+    assert train.classes == val.classes == CLASSES and len(val) == 1
+    with pytest.raises(ImageFolderError, match="test: no such directory"):
+        image_folder.train_and_eval_folders(tmp_path, eval_split="test")
 
 
 @pytest.mark.parametrize(("prepare", "message"), [

@@ -151,6 +151,25 @@ class ImageFolder:
         return self.paths[index]
 
 
+def train_and_eval_folders(data_dir: str | pathlib.Path, train_split: str = "train",
+                           eval_split: str = "val") -> tuple[ImageFolder, ImageFolder]:
+    """Scans ``data_dir/train`` and ``data_dir/val``, the latter labelled by the former's classes.
+
+    Args:
+      data_dir: the dataset directory (``--data-dir``).
+      train_split: the training split's folder.
+      eval_split: the evaluation split's folder.
+
+    Returns:
+      ``(train, eval)`` with the same ``classes``.
+
+    Raises:
+      ImageFolderError: as :meth:`ImageFolder.scan`, naming the directory at fault.
+    """
+    train = ImageFolder.scan(data_dir, train_split)
+    return train, ImageFolder.scan(data_dir, eval_split, classes=train.classes)
+
+
 def _read(record: str | bytes) -> bytes:
     if isinstance(record, bytes):
         return record
