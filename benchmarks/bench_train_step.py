@@ -106,22 +106,24 @@ def plan_cases(models: Sequence[str], batches: Sequence[int], image_size: int | 
       devices: local devices the batch is split over.
 
     Returns:
-      ``(cases, skipped)``: cases ordered by model, then batch; ``{model: reason}``.
+      ``(cases, skipped)``: cases ordered by batch, then model (a run cut short has
+      every model at the first batch); ``{model: reason}``.
 
     Raises:
       ValueError: ``image_size`` is ``None`` and a model has no known ImageNet size.
     """
-    known, cases, skipped = example_models(), [], {}
+    known, sizes, skipped = example_models(), {}, {}
     for model in models:
         if model not in known:
             skipped[model] = (f"examples.nf_resnet has no model {model!r} yet "
                               f"(its --model choices: {', '.join(known)})")
-            continue
-        size = image_size or IMAGENET_TRAIN_SIZE.get(model)
-        if size is None:
+        elif image_size or model in IMAGENET_TRAIN_SIZE:
+            sizes[model] = image_size or IMAGENET_TRAIN_SIZE[model]
+        else:
             raise ValueError(f"--models {model}: no ImageNet training size is known for it; "
                              f"pass --image-size (known: {sorted(IMAGENET_TRAIN_SIZE)}).")
-        cases.extend(Case(model, batch, size, devices) for batch in batches)
+    cases = [Case(model, batch, size, devices) for batch in batches
+             for model, size in sizes.items()]
     return cases, skipped
 
 
@@ -171,7 +173,10 @@ def synthetic_batch(case: Case, sharding: NamedSharding) -> dict[str, jax.Array]
 
 def build_variant(case: Case, optimizer: str, clipping: float, dtype: str,
                   steps_per_sample: int) -> tuple[Callable[[], Any], dict[str, int]]:
-    """Returns a call that runs ``steps_per_sample`` donated steps, and the parameter counts."""
+    """A call that runs ``steps_per_sample`` steps and returns the state, and the model's size.
+
+    Each call continues from the state the previous one returned (donated, as in training).
+    """
     config = TrainConfig(model=case.model, batch_size=case.global_batch, dtype=dtype,
                          clipping=clipping, steps=1000)
     three = np.full(3, 0.5, np.float32)
@@ -187,10 +192,11 @@ def build_variant(case: Case, optimizer: str, clipping: float, dtype: str,
                    out_shardings=(replicated, replicated), donate_argnums=0)
     current = [state]
 
-    def call() -> Any:
+    def call() -> state_lib.TrainState:
+        # No wait between the steps: the next is dispatched while the last one runs.
         for _ in range(steps_per_sample):
-            current[0], metrics = step(current[0], batch)
-        return metrics
+            current[0], _ = step(current[0], batch)
+        return current[0]
 
     return call, counts
 
