@@ -260,7 +260,7 @@ def print_case(record: dict[str, Any]) -> None:
         cells = (f"{ratio['of_medians']:>8.3f}{ratio['paired']:>8.3f}" if ratio
                  else f"{'':>8}{'':>8}")
         print(f"  {name:<16}{stats['median_ms']:>10.1f}{stats['iqr_ms']:>8.1f}"
-              f"{stats['images_per_second']:>9.0f}{cells}")
+              f"{stats['images_per_second']:>9.1f}{cells}")
     head_to_head = record["ratios"].get("sgd+agc/sgd+optax_agc")
     if head_to_head:
         print(f"  sgd+agc / sgd+optax_agc: {head_to_head['of_medians']:.3f} "
