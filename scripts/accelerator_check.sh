@@ -28,7 +28,7 @@ while [ $# -gt 0 ]; do
     --quick) quick=1; shift ;;
     --out) out="${2:?--out needs a directory}"; shift 2 ;;
     --data-dir) data_dir="${2:?--data-dir needs a directory}"; shift 2 ;;
-    -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "accelerator_check: unknown argument '$1'; see --help" >&2; exit 2 ;;
   esac
 done
