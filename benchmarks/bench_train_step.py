@@ -287,10 +287,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Time a full NF-ResNet/NFNet training step with SGD, SGD + agc_optax.agc "
         "and SGD + optax.adaptive_grad_clip.")
-    parser.add_argument("--models", type=parse_names, default=list(DEFAULT_MODELS),
+    parser.add_argument("--models", type=parse_names, default=",".join(DEFAULT_MODELS),
                         help="comma-separated example models (default: %(default)s); one the "
                         "example does not have yet is skipped and reported")
-    parser.add_argument("--optimizers", type=parse_names, default=list(DEFAULT_OPTIMIZERS),
+    parser.add_argument("--optimizers", type=parse_names, default=",".join(DEFAULT_OPTIMIZERS),
                         help=f"comma-separated, from {', '.join(OPTIMIZERS)} "
                         "(default: %(default)s)")
     parser.add_argument("--per-device-batch", type=parse_sizes, default=None,
