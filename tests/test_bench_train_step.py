@@ -160,3 +160,15 @@ def test_quick_run_writes_every_optimizer_and_skipped_model(tmp_path):
     for stats in record["variants"].values():
         assert stats["median_ms"] > 0 and len(stats["samples_ms"]) == 1
     assert written["config"]["dtype"] == "bfloat16"
+
+
+def test_unset_flags_take_the_cpu_or_quick_defaults():
+    assert jax.default_backend() == "cpu"
+    args = bench.resolve_defaults(bench.parse_args([]))
+    assert (args.models, args.optimizers) == (["nf_resnet_50", "nfnet_f0"],
+                                              ["sgd", "sgd+agc", "sgd+optax_agc"])
+    assert (args.per_device_batch, args.image_size, args.repeats, args.steps_per_sample) == (
+        [4], 64, 10, 1)
+    quick = bench.resolve_defaults(bench.parse_args(["--quick", "--per-device-batch", "2,4"]))
+    assert (quick.models, quick.per_device_batch, quick.image_size) == (
+        ["nf_resnet_nano"], [2, 4], 32)
