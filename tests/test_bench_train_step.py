@@ -163,7 +163,8 @@ def test_quick_run_writes_every_optimizer_and_skipped_model(tmp_path):
 
 
 def test_unset_flags_take_the_cpu_or_quick_defaults():
-    assert jax.default_backend() == "cpu"
+    if jax.default_backend() != "cpu":
+        pytest.skip("the defaults checked here are the CPU backend's")
     args = bench.resolve_defaults(bench.parse_args([]))
     assert (args.models, args.optimizers) == (["nf_resnet_50", "nfnet_f0"],
                                               ["sgd", "sgd+agc", "sgd+optax_agc"])
