@@ -171,18 +171,23 @@ def synthetic_batch(case: Case, sharding: NamedSharding) -> dict[str, jax.Array]
     return jax.device_put(batch, sharding)
 
 
+def example_config(case: Case, clipping: float, dtype: str) -> TrainConfig:
+    """The example's configuration of ``case``: its defaults for everything else."""
+    return TrainConfig(model=case.model, batch_size=case.global_batch, dtype=dtype,
+                       clipping=clipping, steps=1000)
+
+
 def build_variant(case: Case, optimizer: str, clipping: float, dtype: str,
                   steps_per_sample: int) -> tuple[Callable[[], Any], dict[str, int]]:
     """A call that runs ``steps_per_sample`` steps and returns the state, and the model's size.
 
     Each call continues from the state the previous one returned (donated, as in training).
     """
-    config = TrainConfig(model=case.model, batch_size=case.global_batch, dtype=dtype,
-                         clipping=clipping, steps=1000)
-    three = np.full(3, 0.5, np.float32)
+    half = np.full(3, 0.5, np.float32)  # Pixel mean and standard deviation.
     state, ctx = state_lib.create_train_state(
-        make_family(optimizer, clipping), config, num_classes=NUM_CLASSES, in_features=3,
-        mean=three, std=three, total_steps=1000, steps_per_epoch=100)
+        make_family(optimizer, clipping), example_config(case, clipping, dtype),
+        num_classes=NUM_CLASSES, in_features=3, mean=half, std=half, total_steps=1000,
+        steps_per_epoch=100)
     mesh = jax.sharding.Mesh(np.array(jax.local_devices()), ("data",))
     replicated, batched = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     counts = parameter_counts(state)
@@ -202,6 +207,7 @@ def build_variant(case: Case, optimizer: str, clipping: float, dtype: str,
 
 
 def parameter_counts(state: state_lib.TrainState) -> dict[str, int]:
+    """The model's parameter count and number of parameter leaves."""
     leaves = jax.tree.leaves(state.params)
     return {"params": int(sum(x.size for x in leaves)), "leaves": len(leaves)}
 
@@ -240,11 +246,13 @@ def time_case(case: Case, optimizers: Sequence[str], clipping: float, dtype: str
                                / stats["median_ms"], "first_call_s": compile_s[optimizer],
                                "samples_ms": times}
     return {"case": dataclasses.asdict(case) | {"global_batch": case.global_batch},
+            "example_config": dataclasses.asdict(example_config(case, clipping, dtype)),
             **counts, "variants": variants, "ratios": ratios(per_step),
             "peak_device_bytes": peak_device_bytes()}
 
 
 def out_of_memory(error: Exception) -> bool:
+    """Whether a runtime error says the device ran out of memory."""
     return "RESOURCE_EXHAUSTED" in str(error) or "out of memory" in str(error).lower()
 
 
