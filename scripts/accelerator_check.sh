@@ -21,7 +21,7 @@ cd "$repo"
 
 quick=0
 out="$repo/benchmarks/results"
-data_dir="${AGC_OPTAX_DATA:-}"
+data_dir=""  # Else the example searches $AGC_OPTAX_DATA, its cache and the system copy.
 budget_s=340  # the caps below sum to 330; the rest covers start-up and the summary
 while [ $# -gt 0 ]; do
   case "$1" in
