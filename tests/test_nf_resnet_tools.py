@@ -1,18 +1,14 @@
-"""The NF-ResNet example's command line, plotting command and train-step benchmark."""
+"""The NF-ResNet example's command line and plotting command."""
 
 import dataclasses
 import importlib
 import json
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
 from examples.common import flags, plot, runs
 from examples.nf_resnet import configs, main
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def parse(argv):
@@ -132,19 +128,6 @@ def test_plot_writes_a_png(tmp_path):
 def test_plot_refuses_a_directory_without_metrics(tmp_path):
     with pytest.raises(SystemExit):
         plot.main([str(tmp_path), "--out", str(tmp_path / "x.png")])
-
-
-@pytest.mark.slow
-def test_train_step_benchmark_quick_run_writes_its_json(tmp_path):
-    out = tmp_path / "bench.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_train_step", "--quick", "--out", str(out)],
-        capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "overhead" in result.stdout
-    data = json.loads(out.read_text())
-    (case,) = data["results"]
-    assert case["with_agc"]["median_ms"] > 0 and case["no_agc"]["median_ms"] > 0
 
 
 def test_the_run_reader_splits_records_and_tells_unfinished_and_foreign_directories(tmp_path):
