@@ -12,9 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
-from flax import nnx
 
-from agc_optax import _jaxpr_walk, _paths, _unit_axes
+from agc_optax import _compat, _jaxpr_walk, _paths, _unit_axes
 from agc_optax._inferred import Entry, InferredUnitAxes
 from agc_optax._jaxpr_rules import DATA, Recorder, State, Use, read_by
 
@@ -40,7 +39,8 @@ def _trace(
         parameter leaves, then any other nnx state, then the array leaves of
         ``args`` and ``kwargs``) and the states of the inputs after the parameters.
     """
-    if isinstance(params, nnx.Module):
+    if _compat.is_nnx_module(params):
+        nnx = _compat.loaded_nnx()
         # The rest of the state (batch statistics, RNG counts) is traced too, so
         # that a forward pass which updates it can run under the trace.
         graphdef, tree, rest = nnx.split(params, nnx.Param, ...)
