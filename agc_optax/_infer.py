@@ -57,11 +57,16 @@ def _trace(
 
     paths, leaves, treedef = _paths.flatten_with_path_strings(tree)
     for path, leaf in zip(paths, leaves, strict=True):
-        if not (_is_array_like(leaf) or isinstance(leaf, int | float | complex)):
+        if not _is_array_like(leaf):
+            # A Python scalar is a module's static field (an Equinox patch size or
+            # dropout rate): traced as a parameter it fails deep inside JAX.
+            scalar = isinstance(leaf, bool | int | float | complex)
+            kind = f"Python {type(leaf).__name__}" if scalar else type(leaf).__name__
             raise TypeError(
-                f"infer_unit_axes: params leaf {path!r} is a {type(leaf).__name__}, not an "
-                "array. Pass the arrays only, e.g. eqx.partition(model, eqx.is_array)[0] "
-                "for an Equinox model, or variables['params'] for a Linen one."
+                f"infer_unit_axes: params leaf {path!r} is a {kind}, not an "
+                f"array{' (a static field of the module?)' if scalar else ''}. Pass the "
+                "arrays only, e.g. eqx.partition(model, eqx.is_array)[0] for an Equinox "
+                "model, or variables['params'] for a Linen one."
             )
     arg_leaves, arg_def = jax.tree.flatten((args, kwargs))
     dynamic = [i for i, x in enumerate(arg_leaves) if _is_array_like(x)]
