@@ -152,7 +152,7 @@ class NNXUnitAxes:
         fallback: Callable[..., Any] | None = None,
     ):
         self.table = dict(table)
-        self.params = frozenset(self.table if params is None else params) | set(self.table)
+        self.params = frozenset(params or ()) | frozenset(self.table)
         self.fallback = fallback
 
     def with_fallback(self, rule: Callable[..., Any] = _unit_axes.default_unit_axes) -> NNXUnitAxes:
@@ -193,7 +193,7 @@ class NNXUnitAxes:
         return f"NNXUnitAxes({len(self.table)} parameters)"
 
 
-def _module_table(nnx: ModuleType, model: nnx.Module) -> tuple[dict[str, Axes], list[str]]:
+def _module_table(nnx: ModuleType, model: Any) -> tuple[dict[str, Axes], list[str]]:
     """Fan-in axes of every parameter of a known module, and the paths of stacked ones."""
     table: dict[str, Axes] = {}
     stacked = []
