@@ -3,10 +3,11 @@
 # pyproject.toml declares (jax, jaxlib at jax's floor, optax, numpy; then flax from the
 # `flax` extra). First `pip install .` without flax must import and run the library; then
 # the library's tests run there with flax. Extra arguments go to pytest.
-# MIN_VENV overrides the environment's place (default: .venv-min, reused by later runs).
+# MIN_VENV overrides the environment's place (default: .venv/min-versions, inside the main
+# environment's ignored folder; reused by later runs).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-venv="${MIN_VENV:-$repo/.venv-min}"
+venv="${MIN_VENV:-$repo/.venv/min-versions}"
 python="${PYTHON:-python3}"
 cd "$repo"
 
