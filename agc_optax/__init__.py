@@ -1,5 +1,9 @@
 """agc-optax: Adaptive Gradient Clipping (Brock et al. 2021) for optax.
 
+Needs jax, optax and numpy only (``pip install agc-optax``); the flax helpers
+(:func:`nnx_unit_axes`, :func:`infer_unit_axes` on an ``nnx.Module``) import
+flax when called (``pip install 'agc-optax[flax]'``).
+
 Quick start::
 
     import optax

@@ -172,7 +172,9 @@ def _flatten_pair(updates: Any, params: Any) -> tuple[list[str], list[Any], list
             "agc: gradients and params have different structures. Leaves only in the "
             f"gradients: {_paths.describe_paths(only_grads)}; only in the params: "
             f"{_paths.describe_paths(only_params)}. Pass the params that the gradients "
-            "were taken with (same tree, same order)."
+            "were taken with (same tree, same order). For an Equinox model, whose "
+            "eqx.filter_grad gradients leave out the non-array fields, pass its arrays: "
+            "eqx.filter(model, eqx.is_inexact_array), or eqx.partition's first half."
         )
     return paths, grads, param_leaves, treedef
 

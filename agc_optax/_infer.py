@@ -13,9 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
-from flax import nnx
 
-from agc_optax import _jaxpr_walk, _paths, _unit_axes
+from agc_optax import _compat, _jaxpr_walk, _paths, _unit_axes
 from agc_optax._inferred import FALLBACK, Entry, InferredUnitAxes
 from agc_optax._jaxpr_state import DATA, Recorder, State, Use, read_by
 
@@ -41,7 +40,8 @@ def _trace(
         parameter leaves, then any other nnx state, then the array leaves of
         ``args`` and ``kwargs``) and the states of the inputs after the parameters.
     """
-    if isinstance(params, nnx.Module):
+    if _compat.is_nnx_module(params):
+        nnx = _compat.loaded_nnx()
         # The rest of the state (batch statistics, RNG counts) is traced too, so
         # that a forward pass which updates it can run under the trace.
         graphdef, tree, rest = nnx.split(params, nnx.Param, ...)
@@ -58,11 +58,16 @@ def _trace(
 
     paths, leaves, treedef = _paths.flatten_with_path_strings(tree)
     for path, leaf in zip(paths, leaves, strict=True):
-        if not (_is_array_like(leaf) or isinstance(leaf, int | float | complex)):
+        if not _is_array_like(leaf):
+            # A Python scalar is a module's static field (an Equinox patch size or
+            # dropout rate): traced as a parameter it fails deep inside JAX.
+            scalar = isinstance(leaf, bool | int | float | complex)
+            kind = f"Python {type(leaf).__name__}" if scalar else type(leaf).__name__
             raise TypeError(
-                f"infer_unit_axes: params leaf {path!r} is a {type(leaf).__name__}, not an "
-                "array. Pass the arrays only, e.g. eqx.partition(model, eqx.is_array)[0] "
-                "for an Equinox model, or variables['params'] for a Linen one."
+                f"infer_unit_axes: params leaf {path!r} is a {kind}, not an "
+                f"array{' (a static field of the module?)' if scalar else ''}. Pass the "
+                "arrays only, e.g. eqx.partition(model, eqx.is_array)[0] for an Equinox "
+                "model, or variables['params'] for a Linen one."
             )
     arg_leaves, arg_def = jax.tree.flatten((args, kwargs))
     dynamic = [i for i, x in enumerate(arg_leaves) if _is_array_like(x)]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-from agc_optax import _paths, _unit_axes
+from agc_optax import _missing_leaf, _paths, _unit_axes
 
 Axes = tuple[int, ...]
 FALLBACK = "FALLBACK default rule"
@@ -44,8 +44,10 @@ class InferredUnitAxes:
 
     Pass it as ``agc(unit_axes=...)``. It is called as ``(path, leaf) -> axes``
     with ``path`` a path string (as :func:`agc_optax.path_to_str` prints it) or
-    a raw JAX key path. Leaves not in its table (parameters of another model, or
-    leaves added later) fall back to :func:`agc_optax.default_unit_axes`.
+    a raw JAX key path. A leaf not in its table (a parameter of another model, or
+    of another tree: the whole ``variables`` against ``variables["params"]``)
+    raises, naming the table's nearest paths, unless the table was made with
+    :meth:`with_fallback`.
     ``print(rule)`` shows the table: path, shape, fan-in axes, number of units
     and the evidence. Built by :func:`agc_optax.infer_unit_axes`.
 
@@ -53,8 +55,22 @@ class InferredUnitAxes:
         entries: one :class:`Entry` per parameter, keyed by path string.
     """
 
-    def __init__(self, entries: Mapping[str, Entry]):
+    def __init__(self, entries: Mapping[str, Entry], fallback: Callable[..., Any] | None = None):
         self.entries = dict(entries)
+        self.fallback = fallback
+
+    def with_fallback(
+        self, rule: Callable[..., Any] = _unit_axes.default_unit_axes
+    ) -> InferredUnitAxes:
+        """The same table, giving leaves it does not hold ``rule(path, leaf)`` instead of raising.
+
+        Args:
+            rule: the ``(path, leaf) -> axes`` rule for leaves not in the table.
+
+        Returns:
+            A new :class:`InferredUnitAxes`.
+        """
+        return InferredUnitAxes(self.entries, fallback=rule)
 
     def __call__(self, path: Any, leaf: Any = _unit_axes._MISSING) -> Axes:
         """Returns the fan-in axes of the parameter at ``path`` (path string or key path)."""
@@ -65,7 +81,9 @@ class InferredUnitAxes:
         path = _paths.as_path_str(path)
         entry = self.entries.get(path)
         if entry is None:
-            return _unit_axes.default_unit_axes(path, leaf)
+            if self.fallback is None:
+                raise _missing_leaf.missing_leaf_error("infer_unit_axes", path, self.entries)
+            return self.fallback(path, leaf)
         ndim = _unit_axes.leaf_ndim(leaf)
         if ndim != len(entry.shape):
             raise ValueError(

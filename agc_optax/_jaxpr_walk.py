@@ -15,7 +15,7 @@ from typing import Any
 
 from jax.extend import core
 
-from agc_optax import _jaxpr_rules
+from agc_optax import _compat, _jaxpr_rules
 from agc_optax._jaxpr_state import DATA, Recorder, State, carries_params, join, settle, shape_of
 
 _MAX_FIXPOINT_ROUNDS = 8
@@ -47,7 +47,7 @@ def walk(rec: Recorder, jaxpr: Any, in_states: Sequence[State], where: str = "")
     for eqn in jaxpr.eqns:
         outs = _eqn(rec, eqn, [read(v) for v in eqn.invars], where)
         for var, state in zip(eqn.outvars, outs, strict=True):
-            if not isinstance(var, core.DropVar):
+            if not isinstance(var, _compat.DropVar):
                 env[var] = state
     return [read(v) for v in jaxpr.outvars]
 

@@ -9,12 +9,14 @@ query kernel ``(in, heads, dim)`` reducing axis 0, or a Conv1D kernel
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Collection, Iterator
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from flax import nnx
+from agc_optax import _compat, _missing_leaf, _paths, _unit_axes
 
-from agc_optax import _paths, _unit_axes
+if TYPE_CHECKING:
+    from flax import nnx
 
 Axes = tuple[int, ...]
 Shape = tuple[int, ...]
@@ -114,29 +116,55 @@ def _stacked_axes(path: str, module: nnx.Module, axes: Axes, expected: Shape, sh
     )
 
 
-# Order matters only for subclasses: the first matching type wins.
-_MODULE_RULES = (
-    (nnx.LinearGeneral, _linear_general_rules),
-    (nnx.Einsum, _einsum_rules),
-    (nnx.ConvTranspose, _conv_transpose_rules),
-    (nnx.Conv, _conv_rules),
-    (nnx.Linear, _linear_rules),
-    (nnx.Embed, _embed_rules),
-    (nnx.LayerNorm, _norm_rules),
-    (nnx.RMSNorm, _norm_rules),
-    (nnx.BatchNorm, _norm_rules),
-)
+def _module_rules(nnx: ModuleType) -> tuple[tuple[type, Callable[[Any], Rule]], ...]:
+    # Order matters only for subclasses: the first matching type wins.
+    return (
+        (nnx.LinearGeneral, _linear_general_rules),
+        (nnx.Einsum, _einsum_rules),
+        (nnx.ConvTranspose, _conv_transpose_rules),
+        (nnx.Conv, _conv_rules),
+        (nnx.Linear, _linear_rules),
+        (nnx.Embed, _embed_rules),
+        (nnx.LayerNorm, _norm_rules),
+        (nnx.RMSNorm, _norm_rules),
+        (nnx.BatchNorm, _norm_rules),
+    )
 
 
 class NNXUnitAxes:
     """A ``unit_axes`` callable holding each known module parameter's fan-in axes.
 
     Parameters of modules it does not know fall back to
-    :func:`agc_optax.default_unit_axes`. Built by :func:`nnx_unit_axes`.
+    :func:`agc_optax.default_unit_axes`. A leaf that is no parameter of the
+    model raises, naming the nearest parameters, unless the table was made with
+    :meth:`with_fallback`. Built by :func:`nnx_unit_axes`.
+
+    Attributes:
+        table: fan-in axes of each parameter of a known module, by path string.
+        params: the path strings of all the model's parameters.
+        fallback: the rule for leaves that are no parameter, or None to raise.
     """
 
-    def __init__(self, table: dict[str, Axes]):
+    def __init__(
+        self,
+        table: dict[str, Axes],
+        params: Collection[str] | None = None,
+        fallback: Callable[..., Any] | None = None,
+    ):
         self.table = dict(table)
+        self.params = frozenset(params or ()) | frozenset(self.table)
+        self.fallback = fallback
+
+    def with_fallback(self, rule: Callable[..., Any] = _unit_axes.default_unit_axes) -> NNXUnitAxes:
+        """The same table, giving leaves that are no parameter ``rule(path, leaf)``.
+
+        Args:
+            rule: the ``(path, leaf) -> axes`` rule for leaves the model does not hold.
+
+        Returns:
+            A new :class:`NNXUnitAxes`.
+        """
+        return NNXUnitAxes(self.table, self.params, fallback=rule)
 
     def __call__(self, path: str | _paths.KeyPath, leaf: Any = _unit_axes._MISSING) -> Axes:
         """Returns the fan-in axes of the parameter at ``path`` (path string or key path)."""
@@ -147,7 +175,11 @@ class NNXUnitAxes:
         path = _paths.as_path_str(path)
         axes = self.table.get(path)
         if axes is None:
-            return _unit_axes.default_unit_axes(path, leaf)
+            if path in self.params:
+                return _unit_axes.default_unit_axes(path, leaf)
+            if self.fallback is None:
+                raise _missing_leaf.missing_leaf_error("nnx_unit_axes", path, self.params)
+            return self.fallback(path, leaf)
         ndim = _unit_axes.leaf_ndim(leaf)
         if any(a >= ndim for a in axes):
             raise ValueError(
@@ -161,12 +193,13 @@ class NNXUnitAxes:
         return f"NNXUnitAxes({len(self.table)} parameters)"
 
 
-def _module_table(model: nnx.Module) -> tuple[dict[str, Axes], list[str]]:
+def _module_table(nnx: ModuleType, model: Any) -> tuple[dict[str, Axes], list[str]]:
     """Fan-in axes of every parameter of a known module, and the paths of stacked ones."""
     table: dict[str, Axes] = {}
     stacked = []
-    for module_path, module in nnx.iter_modules(model):
-        rules = next((r for t, r in _MODULE_RULES if isinstance(module, t)), None)
+    module_rules = _module_rules(nnx)
+    for module_path, module in _compat.iter_modules(nnx, model):
+        rules = next((r for t, r in module_rules if isinstance(module, t)), None)
         for name, axes, expected in rules(module) if rules else ():
             param = getattr(module, name, None)
             if param is None:
@@ -211,7 +244,9 @@ def nnx_unit_axes(model: nnx.Module) -> NNXUnitAxes:
     Raises:
         TypeError: ``model`` is not an ``nnx.Module`` (e.g. a Linen module).
         ValueError: stacked parameters whose layer axes cannot be told apart.
+        ImportError: flax is not installed.
     """
+    nnx = _compat.import_nnx("nnx_unit_axes")
     if not isinstance(model, nnx.Module):
         raise TypeError(
             f"nnx_unit_axes needs a flax.nnx.Module, got {type(model).__module__}."
@@ -219,10 +254,10 @@ def nnx_unit_axes(model: nnx.Module) -> NNXUnitAxes:
             "read the fan-in from the forward pass: infer_unit_axes(apply_fn, params, "
             "*example_inputs)."
         )
-    table, stacked = _module_table(model)
+    table, stacked = _module_table(nnx, model)
+    params = [_paths.join_keys(k) for k, _ in nnx.to_flat_state(nnx.state(model, nnx.Param))]
     if stacked:
-        flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
-        uncovered = [p for p in (_paths.join_keys(k) for k, _ in flat) if p not in table]
+        uncovered = [p for p in params if p not in table]
         if uncovered:
             raise ValueError(
                 f"nnx_unit_axes: the model stacks layers (e.g. {stacked[0]!r}), and it has no "
@@ -231,4 +266,4 @@ def nnx_unit_axes(model: nnx.Module) -> NNXUnitAxes:
                 "forward pass instead: agc(unit_axes=infer_unit_axes(forward, model, "
                 "*example_inputs))."
             )
-    return NNXUnitAxes(table)
+    return NNXUnitAxes(table, params)

@@ -11,6 +11,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from flax_compat import as_pure
 
 from agc_optax import agc, path_to_str
 
@@ -45,7 +46,7 @@ def test_path_strings_for_dicts_lists_dataclasses_and_nnx():
     model = nnx.Sequential(nnx.Linear(2, 2, rngs=nnx.Rngs(0)))
     variables = nnx.state(model, nnx.Param)
     assert leaf_paths(variables) == ["layers/0/bias", "layers/0/kernel"]
-    assert leaf_paths(nnx.as_pure(variables)) == leaf_paths(variables)
+    assert leaf_paths(as_pure(variables)) == leaf_paths(variables)
 
 
 @pytest.mark.parametrize(

@@ -321,7 +321,7 @@ def test_rule_accepts_key_paths_and_rejects_schedule_calls():
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         assert rule(path, leaf) == rule(path_to_str(path), leaf)
     assert rule(("enc", "q"), params["enc"]["q"]) == (0,)  # any key sequence
-    assert rule("not/a/param", jnp.ones((4, 3))) == (0,)   # default_unit_axes
+    assert rule.with_fallback()("not/a/param", jnp.ones((4, 3))) == (0,)  # default, asked for
     with pytest.raises(TypeError, match="static_args"):
         rule(0)
     with pytest.raises(ValueError, match="different model"):

@@ -8,6 +8,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from flax_compat import as_pure
 from reference import reference_agc
 
 from agc_optax import agc, infer_unit_axes, nnx_unit_axes
@@ -127,7 +128,7 @@ def test_same_answer_for_variables_and_arrays_and_clips_like_the_reference():
                                    rngs=nnx.Rngs(0))
     rule = infer_unit_axes(lambda m, x: m(x), model, jax.ShapeDtypeStruct((2, 3, 6), jnp.float32))
     variables = nnx.state(model, nnx.Param)
-    pure = nnx.as_pure(variables)
+    pure = as_pure(variables)
     by_variable = jax.tree_util.tree_flatten_with_path(variables)[0]
     by_array = jax.tree_util.tree_flatten_with_path(pure)[0]
     for (vpath, vleaf), (apath, aleaf) in zip(by_variable, by_array, strict=True):

@@ -9,6 +9,7 @@ import optax
 import pytest
 from conftest import mixed_scale_pair
 from flax import nnx
+from flax_compat import as_pure
 from reference import reference_agc
 
 from agc_optax import (
@@ -126,7 +127,7 @@ def test_nnx_unit_axes_same_answer_at_init_and_update():
     transform = agc(0.01, unit_axes=recording_rule)
     variables = nnx.state(model, nnx.Param)  # holds nnx Variables, paths end in .value
     transform.init(variables)
-    pure = nnx.as_pure(variables)
+    pure = as_pure(variables)
     transform.update(jax.tree.map(jnp.ones_like, pure), optax.EmptyState(), pure)
     assert set(EXPECTED_NNX_AXES) <= set(seen)
     assert all(len(v) == 1 for v in seen.values())
@@ -135,7 +136,7 @@ def test_nnx_unit_axes_same_answer_at_init_and_update():
 def test_nnx_attention_clipping_matches_reference():
     model = nnx.MultiHeadAttention(num_heads=2, in_features=8, qkv_features=8, decode=False,
                                    rngs=nnx.Rngs(0))
-    params = nnx.as_pure(nnx.state(model, nnx.Param))
+    params = as_pure(nnx.state(model, nnx.Param))
     rng = np.random.default_rng(0)
     grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape) * 0.05, jnp.float32),
                          params)
@@ -161,7 +162,7 @@ def test_every_rule_accepts_raw_key_paths(pure):
     """A key path from tree_flatten_with_path gives the same axes as its path string."""
     model = Zoo(nnx.Rngs(0))
     state = nnx.state(model, nnx.Param)
-    tree = nnx.as_pure(state) if pure else state
+    tree = as_pure(state) if pure else state
     is_leaf = None if pure else (lambda x: isinstance(x, nnx.Variable))
     keyed = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)[0]
     rules = [default_unit_axes, output_first_unit_axes, nnx_unit_axes(model)]
@@ -211,7 +212,7 @@ def test_nnx_unit_axes_keeps_stacked_layer_axes_as_units():
     for path, (shape, axes) in expected.items():
         assert flat[path].shape == shape, path
         assert rule(path, flat[path]) == axes, path
-    params = nnx.as_pure(nnx.state(model, nnx.Param))
+    params = as_pure(nnx.state(model, nnx.Param))
     param, grad = mixed_scale_pair((3, 8, 6), (1,), seed=5)
     params["mlp"]["kernel"] = jnp.asarray(param)
     grads = jax.tree.map(jnp.zeros_like, params)

@@ -8,8 +8,11 @@ of each family's ``evaluate`` module.
 
 import argparse
 import dataclasses
+import importlib
+import importlib.util
 import logging
 import pathlib
+import pkgutil
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +25,38 @@ from agc_optax import path_to_str
 from examples.common import checkpointing, errors, input_pipeline, launch, trainer
 from examples.common import workdir as workdir_lib
 from examples.common.state import ModelFamily
+
+
+def _examples_with_fields(names: set[str]) -> list[str]:
+    """The examples (``examples.<name>.configs.TrainConfig``) whose config has all ``names``."""
+    import examples
+
+    found = []
+    for info in pkgutil.iter_modules(examples.__path__):
+        configs = f"examples.{info.name}.configs"
+        if info.ispkg and importlib.util.find_spec(configs) is not None:
+            config_class = importlib.import_module(configs).TrainConfig
+            if names <= {f.name for f in dataclasses.fields(config_class)}:
+                found.append(info.name)
+    return found
+
+
+def _check_made_by(family: ModelFamily, config_class: type, workdir: pathlib.Path,
+                   stored: dict[str, Any]) -> None:
+    """Refuses a run of another example in one line naming that example.
+
+    Raises:
+      UserError: the stored configuration has fields that ``config_class`` lacks.
+    """
+    unknown = sorted(set(stored) - {f.name for f in dataclasses.fields(config_class)})
+    if not unknown:
+        return
+    makers = [name for name in _examples_with_fields(set(stored)) if name != family.name]
+    made_by = (f"the {makers[0]} example (evaluate it with python -m examples.{makers[0]}"
+               ".evaluate)" if makers else "no example of this version")
+    raise errors.UserError(f"--workdir {workdir} holds a run of {made_by}, not of the "
+                           f"{family.name} example: its {workdir_lib.CONFIG} has "
+                           f"{', '.join(unknown[:3])}, which {family.name}'s config lacks.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +112,7 @@ def load(family: ModelFamily, config_class: type, workdir: str | pathlib.Path,
     if stored is None:
         raise errors.UserError(f"--workdir {workdir} holds no {workdir_lib.CONFIG}: pass the "
                                "--workdir of a training run.")
+    _check_made_by(family, config_class, workdir, stored)
     config = dataclasses.replace(config_class(**stored), **overrides)
     checkpointer = checkpointing.Checkpointer(workdir / workdir_lib.CHECKPOINTS, read_only=True)
     try:
