@@ -35,8 +35,12 @@ def test_fixture_logits_through_from_deepmind(fixture):
     model = pretrained.from_deepmind(fixture.params, fixture.spec)
     n_params = sum(v.size for v in fixture.flat_params().values())
     assert n_params == fixture.meta["params"]
-    deepmind_fixtures.assert_logits_close(deepmind_fixtures.apply(model, fixture.x),
-                                          fixture.logits)
+    logits = deepmind_fixtures.apply(model, fixture.x)
+    deepmind_fixtures.assert_logits_close(logits, fixture.logits)
+    # The bound, and a tighter one: the same float32 operations in the same order
+    # agree to about 1e-7 here, and a plain ReLU in squeeze-excite swapped for a GELU moves
+    # the NFNet's logits by 8e-5, inside the bound but not this one.
+    np.testing.assert_allclose(logits, fixture.logits, rtol=0, atol=1e-5)
 
 
 def test_another_number_of_classes_gets_a_fresh_head(fixture):
