@@ -51,7 +51,8 @@ def read_params(directory: str | pathlib.Path) -> dict[str, np.ndarray]:
     target = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype),
                           reader.metadata(path).item_metadata)
     leaves = jax.tree_util.tree_flatten_with_path(reader.restore(path, target)["params"])[0]
-    return {path_to_str(p): np.asarray(leaf) for p, leaf in leaves}
+    # A saved ``nnx.Param`` is a dict ``{"value": array}``: its path ends in ``/value``.
+    return {path_to_str(p).removesuffix("/value"): np.asarray(leaf) for p, leaf in leaves}
 
 
 def merge_params(model_params: dict[str, Any], saved: dict[str, np.ndarray],

@@ -85,7 +85,12 @@ def deepmind_name(path: str, spec: NFNetSpec) -> tuple[str, str]:
     return f"{block}/~/{convs[int(module[3])]}", _CONV_PARAMS[param]
 
 
-def _checkpoint_classes(params: HaikuParams, spec: NFNetSpec) -> int:
+def checkpoint_classes(params: HaikuParams, spec: NFNetSpec) -> int:
+    """Returns the number of classes of a checkpoint's classifier.
+
+    Raises:
+      CheckpointMismatchError: it has no classifier bias of ``spec``'s kind of network.
+    """
     module = f"{haiku_names(spec)[0]}/~/linear"
     try:
         return int(np.shape(params[module]["b"])[0])
@@ -183,7 +188,7 @@ def from_deepmind(haiku_params: HaikuParams, name: str | NFNetSpec, *,
         if name not in VARIANTS:
             raise ValueError(f"Unknown network {name!r}; choose from {list(VARIANTS)}.")
         name = VARIANTS[name]
-    saved_classes = _checkpoint_classes(haiku_params, name)
+    saved_classes = checkpoint_classes(haiku_params, name)
     num_classes = saved_classes if num_classes is None else num_classes
     model = nnx.eval_shape(lambda: NFNet(name, num_classes, rngs=nnx.Rngs(seed)))
     values = deepmind_values(model, haiku_params, name, keep_head=num_classes != saved_classes)
