@@ -6,6 +6,7 @@ the layers against float64 NumPy references written from their definitions.
 """
 
 import dataclasses
+import re
 
 import jax
 import jax.numpy as jnp
@@ -195,3 +196,18 @@ def test_the_trainer_refuses_an_activation_for_a_deepmind_network():
     config = TrainConfig(model="nfnet_f0", activation="silu")
     with pytest.raises(errors.UserError, match="--activation 'silu': --model nfnet_f0 fixes"):
         train.create_model(config, 10, 3, nnx.Rngs(0))
+
+
+def test_the_docs_table_is_deepmind_counts_and_the_rows():
+    page = (deepmind_fixtures.DATA.parents[2] / "docs" / "examples" / "nfnets.md").read_text()
+    rows = [line.split("|")[1:-1] for line in page.splitlines()
+            if re.match(r"\| `(nfnet_f\d|nf_resnet_\d+)` \|", line)]
+    assert len(rows) == len(DEEPMIND)
+    for cells in rows:
+        name, count, leaves, depths, sizes = (c.strip() for c in cells)
+        name = name.strip("`")
+        spec = nfnet_specs.VARIANTS[name]
+        assert int(count.replace(",", "")) == DEEPMIND[name]["params"]
+        assert int(leaves) == DEEPMIND[name]["leaves"]
+        assert tuple(int(d) for d in depths.split(",")) == spec.depths
+        assert sizes == f"{spec.train_imsize} / {spec.test_imsize}"
