@@ -144,6 +144,17 @@ def test_grouped_ws_conv_matches_a_numpy_reference(stride, groups):
     np.testing.assert_allclose(np.asarray(conv(x)), expected, rtol=1e-4, atol=1e-4)
 
 
+def test_ws_conv_floors_the_fan_in_variance_at_deepmind_eps():
+    # A tiny kernel: var(W) · fan_in ≈ 3e-9, below ε = 1e-4, which then divides.
+    rng = np.random.default_rng(1)
+    conv = layers.WSConv(3, 4, 3, rngs=nnx.Rngs(0))
+    kernel = 1e-5 * rng.normal(size=conv.kernel.shape)
+    conv.kernel.set_value(jnp.asarray(kernel, jnp.float32))
+    kernel = np.asarray(conv.kernel[...], np.float64)
+    expected = (kernel - kernel.mean(axis=(0, 1, 2))) / np.sqrt(1e-4)
+    np.testing.assert_allclose(np.asarray(conv.standardized_kernel()), expected, rtol=1e-4)
+
+
 def test_ws_conv_rejects_groups_that_do_not_divide():
     with pytest.raises(ValueError, match="3 groups do not divide 4 input"):
         layers.WSConv(4, 6, 3, groups=3, rngs=nnx.Rngs(0))
