@@ -172,7 +172,7 @@ def conv_kernel_shapes(block: nnx.Module) -> list[tuple[int, ...]]:
     return shapes + ([block.shortcut.kernel.shape] if block.shortcut is not None else [])
 
 
-@pytest.mark.parametrize("size", ["nano", "cpu", "18"])
+@pytest.mark.parametrize("size", ["nano", "cpu", "18", "50"])
 def test_same_layout_as_the_nf_resnet_of_the_same_size(size):
     # Abstract models (shapes only): building the large ones eagerly takes long on a CPU.
     nf = nnx.eval_shape(lambda: models.NFResNet(models.VARIANTS[f"nf_resnet_{size}"], 10,

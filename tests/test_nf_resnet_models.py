@@ -1,7 +1,5 @@
 """The NF-ResNet example's model: layers, output shapes, signal propagation at init."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,10 +9,6 @@ from flax import nnx
 from examples.nf_resnet import layers, models
 
 ALPHA = 0.2
-# The small NF-ResNets, and their class on ResNet-50's layout (DeepMind's NF-ResNet-50 is
-# examples.nf_resnet.nfnet, tested in test_nfnets.py).
-SPECS = {**models.VARIANTS, "resnet_50_layout": dataclasses.replace(
-    models.VARIANTS["bn_resnet_50"], normalization="none")}
 
 
 def jit_apply(model: nnx.Module, method: str, x: jax.Array, **view: bool):
@@ -64,17 +58,17 @@ def test_squeeze_excite_keeps_the_shape():
 @pytest.mark.parametrize(
     ("name", "size", "channels"),
     [("nf_resnet_nano", 28, 1), ("nf_resnet_cpu", 28, 1), ("nf_resnet_18", 32, 3),
-     pytest.param("resnet_50_layout", 32, 3, marks=pytest.mark.slow)],
+     pytest.param("nf_resnet_50", 32, 3, marks=pytest.mark.slow)],
 )
 def test_every_variant_gives_logits_of_the_right_shape(name, size, channels):
-    model = models.NFResNet(SPECS[name], 10, in_features=channels, se_ratio=0.25,
+    model = models.NFResNet(models.VARIANTS[name], 10, in_features=channels, se_ratio=0.25,
                             drop_path_rate=0.1, dropout_rate=0.2, rngs=nnx.Rngs(0))
     x = jnp.zeros((2, size, size, channels))
     logits = jit_apply(model, "__call__", x, deterministic=True)
     assert logits.shape == (2, 10) and logits.dtype == jnp.float32
     # The classifier starts at zero, the rest of the network does not.
     np.testing.assert_array_equal(np.asarray(logits), 0.0)
-    assert len(model.blocks) == sum(SPECS[name].depths)
+    assert len(model.blocks) == sum(models.VARIANTS[name].depths)
 
 
 def test_bfloat16_compute_keeps_float32_params():
@@ -92,16 +86,16 @@ def test_no_normalization_layer_anywhere():
 
 
 def test_stochastic_depth_grows_linearly_with_block_index():
-    model = models.NFResNet(SPECS["resnet_50_layout"], 10, drop_path_rate=0.2,
+    model = models.NFResNet(models.VARIANTS["nf_resnet_50"], 10, drop_path_rate=0.2,
                             rngs=nnx.Rngs(0))
     rates = [block.drop_path.rate for block in model.blocks]
     np.testing.assert_allclose(rates, 0.2 * np.arange(16) / 16)
 
 
 def test_expected_variance_schedule_grows_by_alpha_squared_and_resets_at_transitions():
-    model = models.NFResNet(SPECS["resnet_50_layout"], 10, rngs=nnx.Rngs(0))
+    model = models.NFResNet(models.VARIANTS["nf_resnet_50"], 10, rngs=nnx.Rngs(0))
     expected = model.expected_variances()
-    stage_lengths = SPECS["resnet_50_layout"].depths
+    stage_lengths = models.VARIANTS["nf_resnet_50"].depths
     schedule = [1.0 + ALPHA**2 * (i + 1) for depth in stage_lengths for i in range(depth)]
     np.testing.assert_allclose(expected, schedule)
     betas = [block.beta for block in model.blocks]
@@ -114,7 +108,7 @@ SIGNAL_CASES = [
     ("nf_resnet_nano", 32, 0.1),
     ("nf_resnet_cpu", 32, 0.1),
     ("nf_resnet_18", 64, 0.15),
-    pytest.param("resnet_50_layout", 128, 0.1, marks=pytest.mark.slow),
+    pytest.param("nf_resnet_50", 128, 0.1, marks=pytest.mark.slow),
 ]
 
 
@@ -122,7 +116,7 @@ SIGNAL_CASES = [
 def test_signal_propagation_follows_the_expected_variance_at_init(name, size, tolerance):
     # With unit skip gains every branch contributes, so the residual stream's variance must
     # grow by about α² per block and reset to 1 + α² after every transition.
-    model = models.NFResNet(SPECS[name], 10, in_features=3, alpha=ALPHA,
+    model = models.NFResNet(models.VARIANTS[name], 10, in_features=3, alpha=ALPHA,
                             skip_gain_init=1.0, rngs=nnx.Rngs(0))
     x = jax.random.normal(jax.random.key(1), (8, size, size, 3))
     stream = jit_apply(model, "residual_stream", x)

@@ -96,6 +96,9 @@ VARIANTS: dict[str, ResNetSpec] = {
     **{f"bn_resnet_{size}": dataclasses.replace(spec, normalization="batch")
        for size, spec in _LAYOUTS.items()},
     "bn_resnet_50": _BN_RESNET_50,
+    # This class on ResNet-50's layout, for ``benchmarks/bench_agc.py``'s ResNet-50-sized
+    # tree. ``--model nf_resnet_50`` builds DeepMind's NF-ResNet-50 (``nfnet_specs``).
+    "nf_resnet_50": dataclasses.replace(_BN_RESNET_50, normalization="none"),
 }
 
 

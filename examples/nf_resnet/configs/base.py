@@ -6,7 +6,8 @@ from examples.common.config import LoopConfig
 from examples.nf_resnet import models, nfnet_specs
 
 # DeepMind's NFNets and NF-ResNets, then the small NF-ResNets and the BatchNorm ResNets.
-MODEL_CHOICES = (*nfnet_specs.VARIANTS, *sorted(models.VARIANTS))
+MODEL_CHOICES = (*nfnet_specs.VARIANTS,
+                 *sorted(models.VARIANTS.keys() - nfnet_specs.VARIANTS.keys()))
 
 
 @dataclasses.dataclass(frozen=True)
