@@ -241,7 +241,8 @@ def read_checkpoint(path: str | pathlib.Path) -> dict[str, dict[str, np.ndarray]
     try:
         with open(path, "rb") as file:
             loaded = dill.load(file)
-    except (pickle.UnpicklingError, EOFError, ValueError) as error:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
+            ImportError, IndexError, KeyError) as error:
         raise UserError(f"{path} is neither an .npz archive nor a pickle ({error}).") from None
     if not (isinstance(loaded, Mapping)
             and all(isinstance(v, Mapping) for v in loaded.values())):
