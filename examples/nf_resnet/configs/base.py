@@ -24,8 +24,9 @@ class TrainConfig(LoopConfig):
         (``models.VARIANTS``).
       init_from: start from the parameters of the newest checkpoint in this directory (a
         run's --workdir, or one written by ``python -m examples.nf_resnet.convert``); a
-        classifier of another number of classes starts afresh (fine-tuning). The
-        directory must still exist to resume or evaluate the run.
+        classifier of another number of classes starts afresh (fine-tuning), and so do
+        BatchNorm's running averages. The directory must still exist to resume or
+        evaluate the run.
       activation: the model's activation (scaled in an NF-ResNet, plain with BatchNorm);
         DeepMind's networks fix theirs.
       se_ratio: squeeze-excite ratio (``None``: no squeeze-excite); DeepMind's networks fix
