@@ -51,9 +51,10 @@ def test_every_config_field_has_a_documented_flag_showing_the_presets_value(caps
 
 def test_field_docs_read_every_base_class_and_let_subclasses_win():
     docs = flags.field_docs(configs.TrainConfig)
-    assert docs["model"] == ("the variant (``models.VARIANTS``): ``nf_resnet_<size>`` an "
-                             "NF-ResNet, ``bn_resnet_<size>`` the BatchNorm ResNet with the "
-                             "same layout.")  # TrainConfig's two lines, not LoopConfig's.
+    assert docs["model"] == (  # TrainConfig's lines, not LoopConfig's.
+        "the variant: ``nfnet_f0`` … ``nfnet_f7`` and ``nf_resnet_{50,101,152,200}`` "
+        "DeepMind's networks (``nfnet_specs.VARIANTS``), ``nf_resnet_{nano,cpu,18}`` the small "
+        "NF-ResNets and ``bn_resnet_<size>`` the BatchNorm ResNets (``models.VARIANTS``).")
     assert docs["seed"].startswith("seeds initialisation")  # from the shared LoopConfig
     assert "at once; ``None``: no split). BatchNorm then" in docs["microbatch_size"]  # joined
 

@@ -70,6 +70,7 @@ class WSConv(nnx.Module):
         kernel_size: int,
         *,
         strides: int = 1,
+        groups: int = 1,
         eps: float = 1e-4,
         dtype: jnp.dtype | None = None,
         rngs: nnx.Rngs,
@@ -81,16 +82,23 @@ class WSConv(nnx.Module):
           out_features: output channels.
           kernel_size: spatial size of the square kernel.
           strides: spatial stride.
+          groups: feature groups; each output channel sees ``in_features // groups``
+            input channels, so the kernel is ``(k, k, in_features // groups, out)`` and
+            its fan-in ``k · k · in_features // groups``.
           eps: floor on ``var(W) · fan_in``, so a constant kernel does not divide by zero.
           dtype: compute dtype (parameters stay float32); ``None`` keeps the input's.
           rngs: random streams for the kernel initialiser.
         """
-        shape = (kernel_size, kernel_size, in_features, out_features)
+        if in_features % groups or out_features % groups:
+            raise ValueError(f"WSConv: {groups} groups do not divide {in_features} input and "
+                             f"{out_features} output channels.")
+        shape = (kernel_size, kernel_size, in_features // groups, out_features)
         init = nnx.initializers.variance_scaling(1.0, "fan_in", "normal")
         self.kernel = nnx.Param(init(rngs.params(), shape, jnp.float32))
         self.gain = nnx.Param(jnp.ones((out_features,), jnp.float32))
         self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32))
         self.strides = strides
+        self.groups = groups
         self.eps = eps
         self.dtype = dtype
 
@@ -112,6 +120,7 @@ class WSConv(nnx.Module):
             window_strides=(self.strides, self.strides),
             padding="SAME",
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=self.groups,
         )
         return y + self.bias[...].astype(dtype)
 
@@ -151,3 +160,47 @@ class SqueezeExcite(nnx.Module):
         pooled = jnp.mean(x, axis=(1, 2))
         gate = jax.nn.sigmoid(self.expand(self.activation(self.reduce(pooled))))
         return x * (2.0 * gate[:, None, None, :]).astype(x.dtype)
+
+
+class StochasticDepth(nnx.Module):
+    """Drops a whole residual branch per example during training, without rescaling.
+
+    In training each example keeps its branch with probability ``1 − rate`` and the kept
+    branches are *not* divided by ``1 − rate`` (the NFNets code's ``StochDepth`` with
+    ``scale_by_keep=False``); in evaluation (``deterministic=True``, e.g. under
+    ``nnx.view(model, deterministic=True)``) the branch passes unchanged.
+
+    References:
+      Huang, Sun, Liu, Sedra, Weinberger, *Deep Networks with Stochastic Depth*, ECCV 2016,
+      arXiv:1603.09382.
+    """
+
+    def __init__(self, rate: float, *, deterministic: bool = False, rngs: nnx.Rngs):
+        """Creates the layer.
+
+        Args:
+          rate: the probability of dropping the branch, in ``[0, 1)``.
+          deterministic: start in evaluation mode.
+          rngs: random streams (its ``dropout`` stream draws the masks).
+        """
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"StochasticDepth: rate {rate} is not in [0, 1).")
+        self.rate = rate
+        self.deterministic = deterministic
+        self.rngs = rngs["dropout"].fork()
+
+    def set_view(self, deterministic: bool | None = None) -> None:
+        """Sets the mode under ``nnx.view``.
+
+        Args:
+          deterministic: if True, the branch always passes (evaluation).
+        """
+        if deterministic is not None:
+            self.deterministic = deterministic
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Masks an NHWC batch's examples (training) or returns it (evaluation)."""
+        if self.deterministic or self.rate == 0.0:
+            return x
+        keep = jax.random.bernoulli(self.rngs(), 1.0 - self.rate, (x.shape[0], 1, 1, 1))
+        return x * keep.astype(x.dtype)

@@ -80,19 +80,25 @@ _LAYOUTS: dict[str, ResNetSpec] = {
         "basic", depths=(2, 2, 2, 2), widths=(64, 128, 256, 512), strides=(1, 2, 2, 2),
         stem_width=64,
     ),
-    # 23.5M parameters: the ImageNet NF-ResNet-50 layout (arXiv:2101.08692; ResNet-50
-    # depths and widths, 7×7 stride-2 stem and max pool).
-    "50": ResNetSpec(
-        "bottleneck", depths=(3, 4, 6, 3), widths=(256, 512, 1024, 2048), strides=(1, 2, 2, 2),
-        stem_width=64, stem_kernel=7, stem_stride=2, stem_pool=True,
-    ),
 }
 
-# Every layout twice: ``nf_resnet_<size>`` and ``bn_resnet_<size>`` (BatchNorm).
+# The BatchNorm ResNet-50: ResNet-50's depths and widths, 7×7 stride-2
+# stem and max pool; the convolutions of DeepMind's NF-ResNet-50 (``nfnet_specs``).
+_BN_RESNET_50 = ResNetSpec(
+    "bottleneck", depths=(3, 4, 6, 3), widths=(256, 512, 1024, 2048), strides=(1, 2, 2, 2),
+    stem_width=64, stem_kernel=7, stem_stride=2, stem_pool=True, normalization="batch",
+)
+
+# Every small layout twice, ``nf_resnet_<size>`` and ``bn_resnet_<size>`` (BatchNorm), and
+# ``bn_resnet_50``. DeepMind's NF-ResNet-50…200 and NFNets are ``nfnet_specs.VARIANTS``.
 VARIANTS: dict[str, ResNetSpec] = {
     **{f"nf_resnet_{size}": spec for size, spec in _LAYOUTS.items()},
     **{f"bn_resnet_{size}": dataclasses.replace(spec, normalization="batch")
        for size, spec in _LAYOUTS.items()},
+    "bn_resnet_50": _BN_RESNET_50,
+    # This class on ResNet-50's layout, for ``benchmarks/bench_agc.py``'s ResNet-50-sized
+    # tree. ``--model nf_resnet_50`` builds DeepMind's NF-ResNet-50 (``nfnet_specs``).
+    "nf_resnet_50": dataclasses.replace(_BN_RESNET_50, normalization="none"),
 }
 
 
@@ -339,7 +345,7 @@ class NFResNet(ResNet):
         """Builds the network.
 
         Args:
-          spec: the layout, e.g. ``VARIANTS["nf_resnet_50"]``.
+          spec: the layout, e.g. ``VARIANTS["nf_resnet_18"]``.
           num_classes: outputs of the classifier.
           in_features: channels of the input images.
           alpha: α of every residual block.

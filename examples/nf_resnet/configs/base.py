@@ -3,7 +3,11 @@
 import dataclasses
 
 from examples.common.config import LoopConfig
-from examples.nf_resnet import models
+from examples.nf_resnet import models, nfnet_specs
+
+# DeepMind's NFNets and NF-ResNets, then the small NF-ResNets and the BatchNorm ResNets.
+MODEL_CHOICES = (*nfnet_specs.VARIANTS,
+                 *sorted(models.VARIANTS.keys() - nfnet_specs.VARIANTS.keys()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -14,10 +18,19 @@ class TrainConfig(LoopConfig):
     augmentation, clipping, logging, seed), plus the model's and the optimizer's below.
 
     Attributes:
-      model: the variant (``models.VARIANTS``): ``nf_resnet_<size>`` an NF-ResNet,
-        ``bn_resnet_<size>`` the BatchNorm ResNet with the same layout.
-      activation: the model's activation (scaled in an NF-ResNet, plain with BatchNorm).
-      se_ratio: squeeze-excite ratio (``None``: no squeeze-excite).
+      model: the variant: ``nfnet_f0`` … ``nfnet_f7`` and ``nf_resnet_{50,101,152,200}``
+        DeepMind's networks (``nfnet_specs.VARIANTS``), ``nf_resnet_{nano,cpu,18}`` the
+        small NF-ResNets and ``bn_resnet_<size>`` the BatchNorm ResNets
+        (``models.VARIANTS``).
+      init_from: start from the parameters of the newest checkpoint in this directory (a
+        run's --workdir, or one written by ``python -m examples.nf_resnet.convert``); a
+        classifier of another number of classes starts afresh (fine-tuning), and so do
+        BatchNorm's running averages. The directory must still exist to resume or
+        evaluate the run.
+      activation: the model's activation (scaled in an NF-ResNet, plain with BatchNorm);
+        DeepMind's networks fix theirs.
+      se_ratio: squeeze-excite ratio (``None``: no squeeze-excite); DeepMind's networks fix
+        theirs.
       drop_path_rate: stochastic-depth rate of the last block.
       dropout_rate: dropout before the classifier.
       lr: base learning rate; the peak rate is ``lr · batch_size / 256``.
@@ -28,7 +41,8 @@ class TrainConfig(LoopConfig):
     """
 
     model: str = dataclasses.field(default="nf_resnet_cpu",
-                                   metadata={"choices": tuple(sorted(models.VARIANTS))})
+                                   metadata={"choices": MODEL_CHOICES})
+    init_from: str | None = None
     activation: str = "relu"
     se_ratio: float | None = None
     drop_path_rate: float = 0.0
