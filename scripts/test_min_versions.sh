@@ -25,6 +25,7 @@ library_tests=(
   tests/test_infer_unit_axes_nnx.py
   tests/test_missing_leaf.py
   tests/test_without_flax.py
+  tests/test_infer_unit_axes_deep.py
 )
 
 # "jax==0.8.0 jaxlib==0.8.0 ...": every `name>=floor` of the dependencies, then of the
