@@ -90,16 +90,24 @@ def _exponent_bits(dtype: Any) -> tuple[Any, int, int]:
     return int_dtype, info.nmant, info.maxexp - 1
 
 
-def exponent(peak: jax.Array) -> jax.Array:
-    """``e`` such that ``peak · 2^-e`` lies in [0.5, 1), clamped to [2 - bias, bias - 1].
+def unit_exponent(
+    x: jax.Array, axes: tuple[int, ...], dtype: Any, axis_name: AxisName = None
+) -> jax.Array:
+    """Per unit, ``e`` such that the unit's largest ``|element| · 2^-e`` lies in [0.5, 1).
 
-    Read from the bits, so exact. Zero, subnormal, inf and NaN peaks give the clamp's
-    ends; the clamp keeps ``2^e`` and ``2^-e`` normal numbers.
+    Read from the bits, so exact: the largest biased exponent of the unit's
+    elements (one byte per unit for float32, which is all that crosses devices).
+    Clamped to [2 - bias, bias - 1], so that ``2^e`` and ``2^-e`` are normal numbers:
+    a zero or subnormal unit gets the low end, an inf or NaN element the high end.
     """
-    int_dtype, nmant, bias = _exponent_bits(peak.dtype)
-    bits = jax.lax.bitcast_convert_type(jax.lax.stop_gradient(peak), int_dtype)
-    biased = (bits >> nmant) & (2 * bias + 1)
-    return jnp.clip(biased - bias + 1, 2 - bias, bias - 1)
+    int_dtype, nmant, bias = _exponent_bits(dtype)
+    magnitude = jax.lax.stop_gradient(jnp.abs(x)).astype(dtype)
+    biased = (jax.lax.bitcast_convert_type(magnitude, int_dtype) >> nmant) & (2 * bias + 1)
+    small = jnp.uint8 if bias < 256 else jnp.uint16
+    top = jnp.max(biased.astype(small), axis=axes, keepdims=True)
+    if axis_name is not None:
+        top = jax.lax.pmax(top, axis_name)
+    return jnp.clip(top.astype(int_dtype) - bias + 1, 2 - bias, bias - 1)
 
 
 def power_of_two(k: jax.Array, dtype: Any) -> jax.Array:
@@ -125,12 +133,11 @@ def _fast_factors(
     return factors, stats, bound, floor
 
 
-def _scaled_norm(x: jax.Array, axes: tuple[int, ...], dtype: Any, axis_name: AxisName):
+def _scaled_norm(
+    x: jax.Array, axes: tuple[int, ...], dtype: Any, axis_name: AxisName
+) -> tuple[jax.Array, jax.Array]:
     """``(m, e)`` with ‖unit‖ = m · 2^e, m computed on the unit scaled by 2^-e."""
-    peak = jnp.max(jnp.abs(x), axis=axes, keepdims=True).astype(dtype)
-    if axis_name is not None:
-        peak = jax.lax.pmax(peak, axis_name)
-    e = exponent(peak)
+    e = unit_exponent(x, axes, dtype, axis_name)
     scaled = x.astype(jnp.result_type(x.dtype, dtype)) * power_of_two(-e, dtype)
     m = _norms.safe_sqrt(_norms.unit_squared_norm(scaled, axes, dtype, axis_name))
     return m, e
