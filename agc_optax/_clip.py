@@ -12,10 +12,13 @@ the whole tree:
 - **Exact path** (a step where some unit falls outside that range: a gradient
   blow-up, ``ε = 0`` with tiny parameters, a non-finite value): each unit is
   first scaled by a power of two taken from the exponent of its largest
-  element, so its sum of squares neither overflows nor underflows; norms are
-  then carried as ``mantissa · 2^exponent`` and the gradient is multiplied by
-  two factors, ``2^-e`` and ``bound / mantissa``, each a normal number whenever
-  the clipped unit's largest element is.
+  element, so its sum of squares neither overflows nor underflows.
+
+Both give each unit's norms as ``sqrt(sum) · 2^e`` (``e = 0`` on the fast
+path), and one formula after the conditional turns them into two factors,
+``2^-e`` and ``bound / sqrt(sum)``, each a normal number whenever the clipped
+unit's largest element is. Computing the factors after the conditional lets
+XLA fuse them with the final multiplication.
 
 Subnormal inputs count as zero (XLA flushes them in arithmetic); a unit left
 unclipped is returned as it came, bit for bit, subnormals included.
@@ -24,7 +27,7 @@ unclipped is returned as it came, bit for bit, subnormals included.
 from __future__ import annotations
 
 import functools
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -40,16 +43,34 @@ _HEADROOM = 2.0**26
 _SHARDED_FAN_IN = 2**16
 
 
-class UnitFactors(NamedTuple):
-    """What multiplies one leaf, per unit (keepdims shape, accumulation dtype).
+class UnitNorms(NamedTuple):
+    """Per-unit norms as ``‖G_i‖ = sqrt(grad_sq) · 2^grad_exp`` (and likewise for W).
 
-    The clipped gradient is ``G · prescale · scale`` on clipped units and ``G``
-    elsewhere. Both factors are 1 on the fast path's unclipped units.
+    Keepdims shape; sums in the accumulation dtype, exponents int32 (int64 for
+    float64). The fast path gives the plain sums of squares and exponents 0.
     """
 
-    prescale: jax.Array  # A power of two (1 on the fast path).
-    scale: jax.Array  # bound / ‖G · prescale‖ on clipped units.
-    clipped: jax.Array  # bool.
+    grad_sq: jax.Array
+    param_sq: jax.Array
+    grad_exp: jax.Array
+    param_exp: jax.Array
+
+
+class UnitFactors(NamedTuple):
+    """What clips one leaf, per unit (keepdims shape).
+
+    With ``m_g = sqrt(grad_sq)``, the unit is clipped iff ``bound_over_m < 2^grad_exp``
+    (iff ``‖G_i‖ = m_g · 2^grad_exp`` exceeds the bound), and then becomes
+    ``G · 2^-grad_exp · bound_over_m``. See :func:`apply`.
+    """
+
+    bound_over_m: jax.Array  # λ · max(‖W_i‖, ε) / m_g; inf for a zero gradient.
+    grad_exp: jax.Array  # int.
+
+    @property
+    def clipped(self) -> jax.Array:
+        """The clipped-unit mask (a NaN bound clips, to NaN)."""
+        return ~(self.bound_over_m >= power_of_two(self.grad_exp, self.bound_over_m.dtype))
 
 
 class UnitStats(NamedTuple):
@@ -116,55 +137,59 @@ def power_of_two(k: jax.Array, dtype: Any) -> jax.Array:
     return jax.lax.bitcast_convert_type((k.astype(int_dtype) + bias) << nmant, dtype)
 
 
-def _fast_factors(
-    grad_sq: jax.Array, param_sq: jax.Array, clipping: jax.Array, eps: jax.Array
-) -> tuple[UnitFactors, UnitStats, jax.Array, jax.Array]:
-    """Factors from plain sums of squares; also the bound and norm floor for the range check."""
-    floor = jnp.maximum(_norms.safe_sqrt(param_sq), eps)
-    bound = clipping * floor
-    # Squares compare safely here: the range check sends bounds below ~1e-13 elsewhere.
-    clipped = grad_sq > bound * bound
-    grad_norm = jnp.sqrt(jnp.where(clipped, grad_sq, 1))
-    scale = jnp.where(clipped, bound / grad_norm, 1)
-    factors = UnitFactors(jnp.ones_like(scale), scale, clipped)
-    norm = _norms.safe_sqrt(grad_sq)
-    ratio = norm / jnp.where(floor > 0, floor, 1)
-    stats = UnitStats(norm, jnp.where(clipped, bound, norm), ratio)
-    return factors, stats, bound, floor
+def _in_range(
+    norms: UnitNorms, clipping: jax.Array, eps: jax.Array, low: float
+) -> jax.Array:
+    """Whether every unit's plain sums of squares are finite and its bound at least ``low``."""
+    floor = jnp.maximum(_norms.safe_sqrt(norms.param_sq), eps)
+    ok = (norms.grad_sq < jnp.inf) & (norms.param_sq < jnp.inf)
+    return jnp.all(ok & (floor >= low) & (clipping * floor >= low))
 
 
-def _scaled_norm(
+def _scaled_sum(
     x: jax.Array, axes: tuple[int, ...], dtype: Any, axis_name: AxisName
 ) -> tuple[jax.Array, jax.Array]:
-    """``(m, e)`` with ‖unit‖ = m · 2^e, m computed on the unit scaled by 2^-e."""
+    """``(s, e)`` with ‖unit‖ = sqrt(s) · 2^e: the sum of squares of the unit scaled by 2^-e."""
     e = unit_exponent(x, axes, dtype, axis_name)
     scaled = x.astype(jnp.result_type(x.dtype, dtype)) * power_of_two(-e, dtype)
-    m = _norms.safe_sqrt(_norms.unit_squared_norm(scaled, axes, dtype, axis_name))
-    return m, e
+    return _norms.unit_squared_norm(scaled, axes, dtype, axis_name), e
 
 
-def _exact_factors(
-    leaf: LeafInputs, dtype: Any, clipping: jax.Array, eps: jax.Array
-) -> tuple[UnitFactors, UnitStats]:
-    """Factors from power-of-two-scaled norms: right over the dtype's whole range."""
-    m_g, e_g = _scaled_norm(leaf.grad, leaf.axes, dtype, leaf.axis_name)
-    m_w, e_w = _scaled_norm(leaf.param, leaf.axes, dtype, leaf.axis_name)
-    nonzero = m_g > 0
-    m_g_safe = jnp.where(nonzero, m_g, 1)
-    # c = bound / m_g = λ · max(m_w · 2^e_w, ε) / m_g, without forming ‖W‖ (it may overflow).
-    bound_over_m = jnp.maximum(clipping * m_w / m_g_safe * power_of_two(e_w, dtype),
-                               clipping * eps / m_g_safe)
-    c = jnp.where(nonzero, bound_over_m, jnp.inf)
-    scale_g = power_of_two(e_g, dtype)
-    # ‖G‖ = m_g · 2^e_g > bound  ⇔  c < 2^e_g; a NaN λ, ε or W clips (to NaN).
-    clipped = ~(c >= scale_g)
-    factors = UnitFactors(
-        jnp.where(clipped, power_of_two(-e_g, dtype), 1), jnp.where(clipped, c, 1), clipped
+def _exact_norms(leaf: LeafInputs, dtype: Any) -> UnitNorms:
+    """Norms from power-of-two-scaled sums: right over the dtype's whole range."""
+    grad_sq, grad_exp = _scaled_sum(leaf.grad, leaf.axes, dtype, leaf.axis_name)
+    param_sq, param_exp = _scaled_sum(leaf.param, leaf.axes, dtype, leaf.axis_name)
+    return UnitNorms(grad_sq, param_sq, grad_exp, param_exp)
+
+
+def factors_and_stats(
+    norms: UnitNorms, clipping: jax.Array, eps: jax.Array, with_stats: bool
+) -> tuple[UnitFactors, UnitStats | None]:
+    """Clip factors (and statistics) from norms in either path's representation.
+
+    With ``m_g = sqrt(grad_sq)``, ``c = λ · max(m_w · 2^e_w, ε) / m_g`` is the bound
+    over ``m_g`` (formed without ‖W‖, which may overflow); the unit is clipped iff
+    ``‖G‖ = m_g · 2^e_g`` exceeds the bound, i.e. iff ``c < 2^e_g``. A NaN λ, ε or
+    W clips to NaN; a zero gradient is never clipped.
+    """
+    dtype = norms.grad_sq.dtype
+    nonzero = norms.grad_sq > 0
+    inverse_m_g = 1 / jnp.sqrt(jnp.where(nonzero, norms.grad_sq, 1))
+    m_w = _norms.safe_sqrt(norms.param_sq)
+    bound_over_m = jnp.maximum(
+        clipping * (m_w * inverse_m_g) * power_of_two(norms.param_exp, dtype),
+        (clipping * eps) * inverse_m_g,
     )
-    grad_norm = m_g * scale_g
-    ratio = jnp.where(nonzero, clipping * (scale_g / c), 0)
-    stats = UnitStats(grad_norm, jnp.where(clipped, c * m_g, grad_norm), ratio)
-    return factors, stats
+    c = jnp.where(nonzero, bound_over_m, jnp.inf)
+    factors = UnitFactors(c, norms.grad_exp)
+    if not with_stats:
+        return factors, None
+    grad_scale = power_of_two(norms.grad_exp, dtype)
+    clipped = factors.clipped
+    m_g = _norms.safe_sqrt(norms.grad_sq)
+    grad_norm = m_g * grad_scale
+    ratio = jnp.where(nonzero, clipping * (grad_scale / c), 0)
+    return factors, UnitStats(grad_norm, jnp.where(clipped, c * m_g, grad_norm), ratio)
 
 
 def _mesh_axes(axis_names: Sequence[AxisName]) -> tuple[Hashable, ...]:
@@ -200,34 +225,40 @@ def unit_factors(
         ``(factors, stats)``, one per leaf, in keepdims shape; ``stats`` is None
         without ``with_stats``.
     """
-    if not leaves:
-        return [], [] if with_stats else None
     dtypes = [_norms.accumulation_dtype(x.grad.dtype, x.param.dtype) for x in leaves]
+    hyper = [_hyperparameters(clipping, eps, dtype) for dtype in dtypes]
     fast, in_range = [], []
-    for leaf, dtype in zip(leaves, dtypes, strict=True):
+    for leaf, dtype, (lam, floor_eps) in zip(leaves, dtypes, hyper, strict=True):
         grad_sq = _norms.unit_squared_norm(leaf.grad, leaf.axes, dtype, leaf.axis_name)
         param_sq = _norms.unit_squared_norm(leaf.param, leaf.axes, dtype, leaf.axis_name)
-        lam, floor_eps = _hyperparameters(clipping, eps, dtype)
-        factors, stats, bound, floor = _fast_factors(grad_sq, param_sq, lam, floor_eps)
-        fan_in = _fan_in(leaf)
-        low = reliable_floor(fan_in, dtype, leaf.axis_name is not None)
-        ok = (grad_sq < jnp.inf) & (param_sq < jnp.inf) & (bound >= low) & (floor >= low)
-        fast.append((factors, stats) if with_stats else (factors,))
-        in_range.append(jnp.all(ok))
+        zero = jnp.zeros(grad_sq.shape, _exponent_bits(dtype)[0])
+        fast.append(UnitNorms(grad_sq, param_sq, zero, zero))
+        low = reliable_floor(_fan_in(leaf), dtype, leaf.axis_name is not None)
+        in_range.append(_in_range(fast[-1], lam, floor_eps, low))
+    if not leaves:
+        return [], [] if with_stats else None
     all_in_range = functools.reduce(jnp.logical_and, in_range)
     named = _mesh_axes([leaf.axis_name for leaf in leaves])
     if named:
         all_in_range = jax.lax.pmin(all_in_range.astype(jnp.int32), named) > 0
 
-    def exact() -> list[tuple[Any, ...]]:
-        pairs = [
-            _exact_factors(leaf, dtype, *_hyperparameters(clipping, eps, dtype))
-            for leaf, dtype in zip(leaves, dtypes, strict=True)
-        ]
-        return [pair if with_stats else pair[:1] for pair in pairs]
+    def exact() -> list[UnitNorms]:
+        return [_exact_norms(leaf, dtype) for leaf, dtype in zip(leaves, dtypes, strict=True)]
 
-    chosen = jax.lax.cond(all_in_range, lambda: fast, exact)
-    return [c[0] for c in chosen], ([c[1] for c in chosen] if with_stats else None)
+    chosen = fast_or_exact(all_in_range, fast, exact)
+    pairs = [
+        factors_and_stats(norms, *h, with_stats) for norms, h in zip(chosen, hyper, strict=True)
+    ]
+    return [f for f, _ in pairs], ([s for _, s in pairs] if with_stats else None)
+
+
+def fast_or_exact(in_range: jax.Array, fast: Any, exact: Callable[[], Any]) -> Any:
+    """``fast`` where every unit is in the fast path's range, else ``exact()`` (a ``lax.cond``).
+
+    Its own function so that ``benchmarks/bench_agc.py`` can trace the update
+    without the conditional, to show what the range check costs.
+    """
+    return jax.lax.cond(in_range, lambda: fast, exact)
 
 
 def _fan_in(leaf: LeafInputs) -> int:
@@ -245,10 +276,16 @@ def _hyperparameters(clipping: Any, eps: Any, dtype: Any) -> tuple[jax.Array, ja
 
 
 def apply(grad: jax.Array, factors: UnitFactors) -> jax.Array:
-    """``grad`` with its clipped units multiplied by both factors; the others as they came.
+    """``grad`` with each clipped unit multiplied by ``2^-e · bound_over_m``, others unchanged.
 
-    The factors keep their keepdims shape: multiplying broadcasts them without
-    materialising a full-size array (which would break Explicit sharding).
+    The per-unit arrays keep their keepdims shape: multiplying broadcasts them
+    without materialising a full-size array (which would break Explicit sharding).
+    Only ``bound_over_m`` is computed per unit ahead of this; the mask and the power
+    of two are cheap enough for XLA to fuse into the multiplication.
     """
-    scaled = (grad * factors.prescale * factors.scale).astype(grad.dtype)
-    return jnp.where(factors.clipped, scaled, grad)
+    clipped = factors.clipped
+    dtype = factors.bound_over_m.dtype
+    # 1 on unclipped units, where bound_over_m may be inf: keeps the derivative finite.
+    prescale = jnp.where(clipped, power_of_two(-factors.grad_exp, dtype), 1)
+    scale = jnp.where(clipped, factors.bound_over_m, 1)
+    return jnp.where(clipped, (grad * prescale * scale).astype(grad.dtype), grad)

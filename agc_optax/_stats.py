@@ -52,6 +52,30 @@ def _norm_of(norms: Sequence[jax.Array]) -> jax.Array:
     return jnp.where(jnp.isfinite(peak), safe * jnp.sqrt(total), peak).astype(jnp.float32)
 
 
+def _leaf_statistics(factors: _clip.UnitFactors, stats: _clip.UnitStats) -> list[jax.Array]:
+    """(clipped units, ‖G‖, ‖clipped G‖, max ratio) of one leaf, in two reductions.
+
+    Each norm is scaled by its largest unit norm, so it overflows only where the
+    true value exceeds float32's range.
+    """
+    norms = jnp.stack([stats.grad_norm, stats.clipped_norm]).astype(jnp.float32)
+    units = tuple(range(1, norms.ndim))
+    *peaks, max_ratio = jnp.max(
+        jnp.concatenate([norms, stats.ratio[None].astype(jnp.float32)]), axis=units
+    )
+    peaks = jnp.stack(peaks).reshape((2,) + (1,) * (norms.ndim - 1))
+    safe = jnp.where(jnp.isfinite(peaks) & (peaks > 0), peaks, 1)
+    count, *sums = jnp.sum(
+        jnp.concatenate([factors.clipped[None].astype(jnp.float32), jnp.square(norms / safe)]),
+        axis=units,
+    )
+    leaf_norms = [
+        jnp.where(jnp.isfinite(p), s * jnp.sqrt(q), p)
+        for p, s, q in zip(peaks.reshape(2), safe.reshape(2), sums, strict=True)
+    ]
+    return [count, *leaf_norms, max_ratio]
+
+
 def statistics(
     paths: Sequence[str],
     num_units: Sequence[int],
@@ -69,23 +93,21 @@ def statistics(
     Returns:
         The :class:`AGCState` of this update.
     """
-    counts = [jnp.sum(f.clipped, dtype=jnp.int32) for f in factors]
-    total = sum(counts, jnp.zeros([], jnp.int32))
-    leaf_norm = [_norm_of([s.grad_norm]) for s in stats]
-    leaf_clipped = [_norm_of([s.clipped_norm]) for s in stats]
-    leaf_ratio = [jnp.max(s.ratio).astype(jnp.float32) for s in stats]
-    zero = jnp.zeros([], jnp.float32)
+    if not paths:
+        return initial([])
+    per_leaf = [_leaf_statistics(f, s) for f, s in zip(factors, stats, strict=True)]
+    counts, norms, clipped_norms, ratios = (list(column) for column in zip(*per_leaf, strict=True))
     return AGCState(
-        clip_fraction=total.astype(jnp.float32) / max(sum(num_units), 1),
+        clip_fraction=sum(counts) / max(sum(num_units), 1),
         leaf_clip_fraction={
-            p: c.astype(jnp.float32) / n for p, c, n in zip(paths, counts, num_units, strict=True)
+            p: c / n for p, c, n in zip(paths, counts, num_units, strict=True)
         },
-        grad_norm=_norm_of(leaf_norm) if stats else zero,
-        clipped_grad_norm=_norm_of(leaf_clipped) if stats else zero,
-        max_ratio=jnp.max(jnp.stack(leaf_ratio)) if stats else zero,
-        leaf_grad_norm=dict(zip(paths, leaf_norm, strict=True)),
-        leaf_clipped_grad_norm=dict(zip(paths, leaf_clipped, strict=True)),
-        leaf_max_ratio=dict(zip(paths, leaf_ratio, strict=True)),
+        grad_norm=_norm_of(norms),
+        clipped_grad_norm=_norm_of(clipped_norms),
+        max_ratio=jnp.max(jnp.stack(ratios)),
+        leaf_grad_norm=dict(zip(paths, norms, strict=True)),
+        leaf_clipped_grad_norm=dict(zip(paths, clipped_norms, strict=True)),
+        leaf_max_ratio=dict(zip(paths, ratios, strict=True)),
     )
 
 
