@@ -227,14 +227,14 @@ def unit_factors(
     """
     dtypes = [_norms.accumulation_dtype(x.grad.dtype, x.param.dtype) for x in leaves]
     hyper = [_hyperparameters(clipping, eps, dtype) for dtype in dtypes]
-    fast, in_range = [], []
+    sums, in_range = [], []
     for leaf, dtype, (lam, floor_eps) in zip(leaves, dtypes, hyper, strict=True):
         grad_sq = _norms.unit_squared_norm(leaf.grad, leaf.axes, dtype, leaf.axis_name)
         param_sq = _norms.unit_squared_norm(leaf.param, leaf.axes, dtype, leaf.axis_name)
         zero = jnp.zeros(grad_sq.shape, _exponent_bits(dtype)[0])
-        fast.append(UnitNorms(grad_sq, param_sq, zero, zero))
+        sums.append(UnitNorms(grad_sq, param_sq, zero, zero))
         low = reliable_floor(_fan_in(leaf), dtype, leaf.axis_name is not None)
-        in_range.append(_in_range(fast[-1], lam, floor_eps, low))
+        in_range.append(_in_range(sums[-1], lam, floor_eps, low))
     if not leaves:
         return [], [] if with_stats else None
     all_in_range = functools.reduce(jnp.logical_and, in_range)
@@ -242,23 +242,27 @@ def unit_factors(
     if named:
         all_in_range = jax.lax.pmin(all_in_range.astype(jnp.int32), named) > 0
 
-    def exact() -> list[UnitNorms]:
-        return [_exact_norms(leaf, dtype) for leaf, dtype in zip(leaves, dtypes, strict=True)]
+    # Each branch computes its factors itself, so that XLA fuses them per leaf there.
+    def fast() -> list[tuple[UnitFactors, UnitStats | None]]:
+        return [factors_and_stats(n, *h, with_stats) for n, h in zip(sums, hyper, strict=True)]
 
-    chosen = fast_or_exact(all_in_range, fast, exact)
-    pairs = [
-        factors_and_stats(norms, *h, with_stats) for norms, h in zip(chosen, hyper, strict=True)
-    ]
+    def exact() -> list[tuple[UnitFactors, UnitStats | None]]:
+        return [
+            factors_and_stats(_exact_norms(leaf, dtype), *h, with_stats)
+            for leaf, dtype, h in zip(leaves, dtypes, hyper, strict=True)
+        ]
+
+    pairs = fast_or_exact(all_in_range, fast, exact)
     return [f for f, _ in pairs], ([s for _, s in pairs] if with_stats else None)
 
 
-def fast_or_exact(in_range: jax.Array, fast: Any, exact: Callable[[], Any]) -> Any:
-    """``fast`` where every unit is in the fast path's range, else ``exact()`` (a ``lax.cond``).
+def fast_or_exact(in_range: jax.Array, fast: Callable[[], Any], exact: Callable[[], Any]) -> Any:
+    """``fast()`` if every unit is in the fast path's range, else ``exact()`` (a ``lax.cond``).
 
     Its own function so that ``benchmarks/bench_agc.py`` can trace the update
     without the conditional, to show what the range check costs.
     """
-    return jax.lax.cond(in_range, lambda: fast, exact)
+    return jax.lax.cond(in_range, fast, exact)
 
 
 def _fan_in(leaf: LeafInputs) -> int:

@@ -225,7 +225,7 @@ def without_range_check(update: Callable[..., Any]) -> Callable[..., Any]:
 
     def traced(*args: Any) -> Any:
         choose = _clip.fast_or_exact
-        _clip.fast_or_exact = lambda in_range, fast, exact: fast
+        _clip.fast_or_exact = lambda in_range, fast, exact: fast()
         try:
             return update(*args)
         finally:
