@@ -239,26 +239,52 @@ _NOT_KERNELS = frozenset({"parameter", "constant", "tuple", "get-tuple-element",
 _ENTRY_OPCODE = re.compile(r"=\s+(?:\([^)]*\)|\S+)\s+([\w\-]+)\(")
 
 
+def _computation(hlo_text: str, header: str) -> str:
+    """The body of the computation whose header line starts with ``header``."""
+    start = hlo_text.index(header)
+    return hlo_text[start : hlo_text.index("\n}", start)]
+
+
+def _kernels(body: str) -> list[str]:
+    opcodes = [m[1] for line in body.splitlines()[1:] if (m := _ENTRY_OPCODE.search(line))]
+    return [op for op in opcodes if op not in _NOT_KERNELS]
+
+
 def count_kernels(hlo_text: str, num_leaves: int) -> dict[str, float]:
-    """Top-level kernels and fusions of a compiled program's entry computation.
+    """Kernels and fusions a compiled program launches in an ordinary step.
+
+    Counts the instructions of the entry computation other than parameters,
+    constants, tuples and bitcasts, plus those of the cheaper branch of each
+    conditional (agc's fast path; the exact branch runs only in a step with a
+    unit out of the float32 sums' range and is reported on its own).
 
     Args:
         hlo_text: the compiled HLO text (``jit(f).lower(...).compile().as_text()``).
         num_leaves: the parameter tree's leaf count, for the per-leaf figure.
 
     Returns:
-        ``kernels`` (instructions other than parameters, constants, tuples and
-        bitcasts), ``fusions``, ``conditionals`` and ``kernels_per_leaf``.
+        ``kernels``, ``fusions``, ``conditionals``, ``kernels_per_leaf`` and
+        ``rare_branch_kernels`` (the costlier branches' kernels, summed).
     """
-    entry = hlo_text[hlo_text.index("\nENTRY") :]
-    entry = entry[: entry.index("\n}")]
-    opcodes = [m[1] for line in entry.splitlines() if (m := _ENTRY_OPCODE.search(line))]
-    kernels = [op for op in opcodes if op not in _NOT_KERNELS]
+    entry = _kernels(_computation(hlo_text, "\nENTRY"))
+    taken, rare = [], 0
+    for line in _computation(hlo_text, "\nENTRY").splitlines():
+        branches = re.search(r"branch_computations=\{([^}]*)\}", line)
+        if branches is None:
+            continue
+        names = [name.strip() for name in branches[1].split(",")]
+        counts = sorted(
+            (_kernels(_computation(hlo_text, f"\n{name} ")) for name in names), key=len
+        )
+        taken += counts[0]
+        rare += sum(len(c) for c in counts[1:])
+    kernels = entry + taken
     return {
         "kernels": len(kernels),
         "fusions": kernels.count("fusion"),
-        "conditionals": kernels.count("conditional"),
+        "conditionals": entry.count("conditional"),
         "kernels_per_leaf": round(len(kernels) / max(num_leaves, 1), 2),
+        "rare_branch_kernels": rare,
     }
 
 
