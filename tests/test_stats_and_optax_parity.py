@@ -221,3 +221,13 @@ def test_optax_reduces_only_axis_0_of_an_attention_output_kernel():
     np.testing.assert_allclose(theirs, reference_agc(grad, param, (0,), 0.02)[0], rtol=2e-6)
     np.testing.assert_allclose(ours, reference_agc(grad, param, (0, 1), 0.02)[0], rtol=2e-6)
     assert not np.allclose(theirs, ours, rtol=1e-3)
+
+
+def test_where_optax_fails_and_we_do_not_float32_overflow():
+    """For a comparison-table row: a finite float32 unit whose ‖g‖² overflows (1e20 here)."""
+    grad, param = [jnp.full((64, 4), 1e20, jnp.float32)], [jnp.ones((64, 4), jnp.float32)]
+    theirs = optax.adaptive_grad_clip(0.01).update(grad, None, param)[0][0]
+    ours = agc(0.01).update(grad, None, param)[0][0]
+    np.testing.assert_array_equal(np.asarray(theirs), 0.0)  # optax zeroes the gradient
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(ours, np.float64), axis=0), 0.08,
+                               rtol=1e-6)
