@@ -231,7 +231,7 @@ def unit_factors(
     for leaf, dtype, (lam, floor_eps) in zip(leaves, dtypes, hyper, strict=True):
         grad_sq = _norms.unit_squared_norm(leaf.grad, leaf.axes, dtype, leaf.axis_name)
         param_sq = _norms.unit_squared_norm(leaf.param, leaf.axes, dtype, leaf.axis_name)
-        zero = jnp.zeros(grad_sq.shape, _exponent_bits(dtype)[0])
+        zero = jnp.zeros_like(grad_sq, _exponent_bits(dtype)[0])  # Keeps an Explicit sharding.
         sums.append(UnitNorms(grad_sq, param_sq, zero, zero))
         low = reliable_floor(_fan_in(leaf), dtype, leaf.axis_name is not None)
         in_range.append(_in_range(sums[-1], lam, floor_eps, low))
