@@ -5,8 +5,8 @@ For every unit i of a parameter W with gradient G (Brock et al. 2021, eq. 3)::
     G_i ← λ · max(‖W_i‖, ε) / ‖G_i‖ · G_i    if ‖G_i‖ > λ · max(‖W_i‖, ε)
 
 and G_i is left bit-for-bit unchanged otherwise. Norms are Frobenius norms over
-the unit's fan-in axes (see :mod:`agc_optax._unit_axes`), computed as in
-:mod:`agc_optax._norms`.
+the unit's fan-in axes (see :mod:`agc_optax._unit_axes`); the clip factors are
+right over each dtype's whole finite range (see :mod:`agc_optax._clip`).
 """
 
 from __future__ import annotations
@@ -183,21 +183,24 @@ def agc(
 
     Every unit (the slice of a parameter producing one output feature) whose
     gradient norm exceeds ``clipping · max(‖param unit‖, eps)`` is rescaled to
-    exactly that norm, keeping its direction even when its float32 sum of
-    squares overflows; every other unit passes through bit-for-bit. Chain it
-    before any optimizer: ``optax.chain(agc(0.01), optax.sgd(...))``.
+    exactly that norm, keeping its direction, for any finite gradient and
+    parameter (a float32 gradient of 1e16 or 3e38 included); every other unit
+    passes through bit-for-bit. Chain it before any optimizer:
+    ``optax.chain(agc(0.01), optax.sgd(...))``.
 
     Args:
         clipping: λ, the largest allowed ratio ‖G_i‖ / max(‖W_i‖, ε): a
-            positive float (anything else raises TypeError or ValueError), or
-            a scalar array, e.g. traced under
-            ``optax.inject_hyperparams(agc)(clipping=schedule)``. An array
-            value ≤ 0, which cannot be checked when traced, allows no
-            gradient at all: every unit is scaled to norm 0 (the limit as
-            λ → 0), so a schedule crossing zero stops the updates and never
-            turns descent into ascent.
+            positive finite number (a Python or NumPy scalar, or a concrete
+            array of shape ``()`` or ``(1,)``; anything else raises TypeError
+            or ValueError), or a traced scalar, e.g. under
+            ``optax.inject_hyperparams(agc)(clipping=schedule)``. A traced
+            value ≤ 0 allows no gradient at all: every unit is scaled to norm
+            0 (the limit as λ → 0), so a schedule crossing zero stops the
+            updates and never turns descent into ascent; a traced NaN makes
+            every unit with a nonzero gradient NaN, as in optax.
         eps: ε, the floor on parameter norms that lets zero-initialised
-            parameters learn.
+            parameters learn: a finite number ≥ 0, checked like ``clipping``
+            (a traced value < 0 acts as 0).
         axis: optax-compatible alternative to ``unit_axes``: one int or tuple
             of axes reduced for every leaf (third positional argument, as in
             ``optax.adaptive_grad_clip``). Mutually exclusive with ``unit_axes``.
@@ -214,7 +217,8 @@ def agc(
             Anchor patterns (``"^head/"``): ``"head"`` also matches
             ``"multihead/..."``.
         track_stats: a bool. If True the state is an :class:`AGCState` holding
-            ``clip_fraction`` and ``leaf_clip_fraction`` of the last update
+            the last update's clip fractions, gradient norms before and after
+            clipping and largest ‖G_i‖ / max(‖W_i‖, ε), in total and per leaf
             (read them with ``optax.tree_utils.tree_get``). If False the state
             is ``optax.EmptyState()`` and no extra work is done.
         axis_name: mesh axis name(s) over which parameters are split *inside*
