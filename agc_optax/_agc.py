@@ -5,8 +5,8 @@ For every unit i of a parameter W with gradient G (Brock et al. 2021, eq. 3)::
     G_i ← λ · max(‖W_i‖, ε) / ‖G_i‖ · G_i    if ‖G_i‖ > λ · max(‖W_i‖, ε)
 
 and G_i is left bit-for-bit unchanged otherwise. Norms are Frobenius norms over
-the unit's fan-in axes (see :mod:`agc_optax._unit_axes`), computed as in
-:mod:`agc_optax._norms`.
+the unit's fan-in axes (see :mod:`agc_optax._unit_axes`); the clip factors are
+right over each dtype's whole finite range (see :mod:`agc_optax._clip`).
 """
 
 from __future__ import annotations
@@ -20,24 +20,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from agc_optax import _exclude, _norms, _paths, _unit_axes
+from agc_optax import _clip, _exclude, _paths, _stats, _unit_axes
+from agc_optax._stats import AGCState as AGCState
 
 AxisName = Hashable | Sequence[Hashable] | None
 # One name or tuple for every leaf, or a rule ``(path, leaf) -> names`` per leaf.
 AxisNameSpec = AxisName | Callable[[str, Any], AxisName]
-
-
-class AGCState(NamedTuple):
-    """Clipping statistics of the last update (only with ``track_stats=True``).
-
-    Attributes:
-        clip_fraction: float32 scalar, clipped units over all non-excluded units.
-        leaf_clip_fraction: dict from each non-excluded leaf's path string to the
-            float32 fraction of its units that were clipped.
-    """
-
-    clip_fraction: jax.Array
-    leaf_clip_fraction: dict[str, jax.Array]
 
 
 _NO_PARAMS_MSG = (
@@ -46,34 +34,45 @@ _NO_PARAMS_MSG = (
     "`optax.chain`, pass `params` to the chain's update. (nnx.Optimizer does this.)"
 )
 
-def _check_hyperparameter(name: str, value: Any, *, positive: bool) -> None:
-    """Rejects non-numbers, and Python numbers out of range; arrays are range-checked when used."""
-    if isinstance(value, bool | str) or not (
+def _hyperparameter(name: str, value: Any, *, positive: bool) -> Any:
+    """Validates λ or ε and returns it as a scalar (a shape-(1,) array becomes shape ()).
+
+    Python numbers, NumPy scalars and concrete arrays are range-checked (finite;
+    > 0 for λ, ≥ 0 for ε); a traced array (under ``jit`` or
+    ``optax.inject_hyperparams``) can only be checked for shape and dtype.
+    """
+    if isinstance(value, bool | np.bool_ | str) or not (
         isinstance(value, int | float | np.number) or hasattr(value, "dtype")
     ):
         raise TypeError(
             f"agc: {name} must be a float or a scalar array, got {type(value).__name__} "
             f"{value!r}."
         )
-    if hasattr(value, "dtype"):
-        if jnp.shape(value) != () or not (
-            jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer)
-        ):
-            raise TypeError(
-                f"agc: {name} must be a real scalar, got an array of shape "
-                f"{jnp.shape(value)} and dtype {value.dtype}."
-            )
-        return  # Arrays and tracers (e.g. from inject_hyperparams) may hold any value.
-    if not math.isfinite(float(value)):
-        raise ValueError(f"agc: {name} must be finite, got {value!r}.")
-    if positive and value <= 0:
+    dtype = value.dtype if hasattr(value, "dtype") else np.result_type(value)
+    shape = np.shape(value)
+    if shape not in ((), (1,)) or not (
+        jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)
+    ):
+        raise TypeError(
+            f"agc: {name} must be a real scalar (or a shape-(1,) array, as optax takes), got "
+            f"shape {shape} and dtype {dtype}."
+        )
+    if shape == (1,):
+        value = jnp.reshape(value, ()) if isinstance(value, jax.Array) else np.reshape(value, ())
+    if isinstance(value, jax.core.Tracer):
+        return value
+    number = float(np.asarray(value))
+    if not math.isfinite(number):
+        raise ValueError(f"agc: {name} must be finite, got {number!r}.")
+    if positive and number <= 0:
         raise ValueError(
-            f"agc: {name} must be > 0, got {value!r}. It is the largest allowed ratio "
+            f"agc: {name} must be > 0, got {number!r}. It is the largest allowed ratio "
             "‖grad‖/‖param‖ per unit (the paper uses 0.01 at batch 4096); to switch AGC "
             "off, leave it out of the chain."
         )
-    if not positive and value < 0:
-        raise ValueError(f"agc: {name} must be >= 0, got {value!r} (the paper uses 1e-3).")
+    if not positive and number < 0:
+        raise ValueError(f"agc: {name} must be >= 0, got {number!r} (the paper uses 1e-3).")
+    return value
 
 
 class _LeafPlan(NamedTuple):
@@ -82,65 +81,6 @@ class _LeafPlan(NamedTuple):
     excluded: bool
     num_units: int
     axis_name: AxisName
-
-
-class _LeafNorms(NamedTuple):
-    """Per-unit quantities of one leaf, all with keepdims shape, in the accumulation dtype.
-
-    Clipping compares squares, ‖G_i‖² > (λ · max(‖W_i‖, ε))², so the common path
-    takes one square root per clipped unit and none per unit norm: on XLA:CPU each
-    separate per-unit kernel costs about as much as the arithmetic.
-    """
-
-    grad_sq: jax.Array  # ‖G_i‖², inf where it overflowed.
-    scaled_sq: jax.Array  # ‖G_i‖², or ‖G_i / peak‖² where grad_sq overflowed.
-    inverse_peak: jax.Array  # 1 / peak where grad_sq overflowed; meaningless elsewhere.
-    max_sq: jax.Array  # (λ · max(‖W_i‖, ε))².
-
-
-def _clip_leaf(grad: jax.Array, norms: _LeafNorms) -> tuple[jax.Array, jax.Array]:
-    """Clips one leaf unit-wise; returns the clipped gradient and the clipped-unit mask."""
-    clipped = norms.grad_sq > norms.max_sq
-    # Two per-unit factors, ``grad · (1/peak) · sqrt(max_sq / ‖G/peak‖²)``, so that an
-    # overflowed unit keeps its direction; both are exactly 1 on unclipped units. They
-    # keep their keepdims shape: multiplying broadcasts them without materialising a
-    # full-size array (which would break Explicit sharding).
-    unpeak = jnp.where(clipped & jnp.isinf(norms.grad_sq), norms.inverse_peak, 1)
-    # sqrt(max_sq / ‖G/peak‖²) where max_sq > 0; 0 where it is 0 (λ ≤ 0, or ε = 0 on a zero
-    # unit). The inner wheres keep sqrt's derivative finite on the branches not taken.
-    shrink = clipped & (norms.max_sq > 0)
-    ratio = jnp.where(shrink, norms.max_sq / jnp.where(shrink, norms.scaled_sq, 1), 1)
-    scale = jnp.where(shrink, jnp.sqrt(ratio), jnp.where(clipped, 0, 1))
-    return (grad * unpeak * scale).astype(grad.dtype), clipped
-
-
-def _leaf_norms(
-    grads: list[jax.Array],
-    params: list[jax.Array],
-    plans: list[_LeafPlan],
-    clipping: jax.typing.ArrayLike,
-    eps: jax.typing.ArrayLike,
-) -> list[_LeafNorms]:
-    """Per-unit squared gradient norms and squared thresholds of every clipped leaf."""
-    accs = [_norms.accumulation_dtype(g.dtype, p.dtype) for g, p in zip(grads, params, strict=True)]
-    grad_sq = [
-        _norms.unit_squared_norm(g, plan.axes, acc, plan.axis_name)
-        for g, plan, acc in zip(grads, plans, accs, strict=True)
-    ]
-    scaled_sq, inverse_peaks = _norms.rescue_overflowed(
-        grads, grad_sq, [p.axes for p in plans], [p.axis_name for p in plans]
-    )
-    leaf_norms = []
-    for param, plan, acc, *sums in zip(
-        params, plans, accs, grad_sq, scaled_sq, inverse_peaks, strict=True
-    ):
-        param_sq = _norms.unit_squared_norm(param, plan.axes, acc, plan.axis_name)
-        # A traced λ ≤ 0 (a schedule crossing zero) allows no gradient: clip to norm 0.
-        limit = jnp.maximum(jnp.asarray(clipping, acc), 0)
-        floor = jnp.asarray(eps, acc)
-        max_sq = (limit * limit) * jnp.maximum(param_sq, floor * floor)
-        leaf_norms.append(_LeafNorms(*sums, max_sq))
-    return leaf_norms
 
 
 def _check_shapes(path: str, grad: Any, param: Any) -> None:
@@ -207,41 +147,28 @@ def _clip_tree(
     params: list[Any],
     clipping: jax.typing.ArrayLike,
     eps: jax.typing.ArrayLike,
-) -> tuple[list[Any], dict[str, jax.Array]]:
-    """Clips every non-excluded leaf; returns all gradient leaves and each clipped-unit mask."""
+    track_stats: bool,
+) -> tuple[list[Any], AGCState | None]:
+    """Clips every non-excluded leaf; returns all gradient leaves, and the statistics."""
     for plan, grad, param in zip(plans, grads, params, strict=True):
         _check_shapes(plan.path, grad, param)
         if not plan.excluded:
             _check_dtypes(plan.path, grad, param)
     active = [i for i, plan in enumerate(plans) if not plan.excluded]
-    norms = _leaf_norms(
-        [grads[i] for i in active], [params[i] for i in active], [plans[i] for i in active],
-        clipping, eps,
+    leaves = [
+        _clip.LeafInputs(grads[i], params[i], plans[i].axes, plans[i].axis_name) for i in active
+    ]
+    factors, unit_stats = _clip.unit_factors(leaves, clipping, eps, with_stats=track_stats)
+    new_grads = list(grads)
+    for i, leaf_factors in zip(active, factors, strict=True):
+        new_grads[i] = _clip.apply(grads[i], leaf_factors)
+    if not track_stats:
+        return new_grads, None
+    state = _stats.statistics(
+        [plans[i].path for i in active], [plans[i].num_units for i in active], factors,
+        unit_stats,
     )
-    new_grads, masks = list(grads), {}
-    for i, leaf_norms in zip(active, norms, strict=True):
-        new_grads[i], masks[plans[i].path] = _clip_leaf(grads[i], leaf_norms)
-    return new_grads, masks
-
-
-def _stats(plans: list[_LeafPlan], masks: dict[str, jax.Array]) -> AGCState:
-    """Clip fractions from each clipped leaf's clipped-unit mask."""
-    counts = {path: jnp.sum(mask, dtype=jnp.int32) for path, mask in masks.items()}
-    units = {p.path: p.num_units for p in plans if not p.excluded}
-    total_clipped = sum(counts.values(), jnp.zeros([], jnp.int32))
-    return AGCState(
-        clip_fraction=total_clipped.astype(jnp.float32) / max(sum(units.values()), 1),
-        leaf_clip_fraction={
-            path: count.astype(jnp.float32) / units[path] for path, count in counts.items()
-        },
-    )
-
-
-def _initial_stats(plans: list[_LeafPlan]) -> AGCState:
-    return AGCState(
-        clip_fraction=jnp.zeros([], jnp.float32),
-        leaf_clip_fraction={p.path: jnp.zeros([], jnp.float32) for p in plans if not p.excluded},
-    )
+    return new_grads, state
 
 
 def agc(
@@ -258,21 +185,24 @@ def agc(
 
     Every unit (the slice of a parameter producing one output feature) whose
     gradient norm exceeds ``clipping · max(‖param unit‖, eps)`` is rescaled to
-    exactly that norm, keeping its direction even when its float32 sum of
-    squares overflows; every other unit passes through bit-for-bit. Chain it
-    before any optimizer: ``optax.chain(agc(0.01), optax.sgd(...))``.
+    exactly that norm, keeping its direction, for any finite gradient and
+    parameter (a float32 gradient of 1e16 or 3e38 included); every other unit
+    passes through bit-for-bit. Chain it before any optimizer:
+    ``optax.chain(agc(0.01), optax.sgd(...))``.
 
     Args:
         clipping: λ, the largest allowed ratio ‖G_i‖ / max(‖W_i‖, ε): a
-            positive float (anything else raises TypeError or ValueError), or
-            a scalar array, e.g. traced under
-            ``optax.inject_hyperparams(agc)(clipping=schedule)``. An array
-            value ≤ 0, which cannot be checked when traced, allows no
-            gradient at all: every unit is scaled to norm 0 (the limit as
-            λ → 0), so a schedule crossing zero stops the updates and never
-            turns descent into ascent.
+            positive finite number (a Python or NumPy scalar, or a concrete
+            array of shape ``()`` or ``(1,)``; anything else raises TypeError
+            or ValueError), or a traced scalar, e.g. under
+            ``optax.inject_hyperparams(agc)(clipping=schedule)``. A traced
+            value ≤ 0 allows no gradient at all: every unit is scaled to norm
+            0 (the limit as λ → 0), so a schedule crossing zero stops the
+            updates and never turns descent into ascent; a traced NaN makes
+            every unit with a nonzero gradient NaN, as in optax.
         eps: ε, the floor on parameter norms that lets zero-initialised
-            parameters learn.
+            parameters learn: a finite number ≥ 0, checked like ``clipping``
+            (a traced value < 0 acts as 0).
         axis: optax-compatible alternative to ``unit_axes``: one int or tuple
             of axes reduced for every leaf (third positional argument, as in
             ``optax.adaptive_grad_clip``). Mutually exclusive with ``unit_axes``.
@@ -289,7 +219,8 @@ def agc(
             Anchor patterns (``"^head/"``): ``"head"`` also matches
             ``"multihead/..."``.
         track_stats: a bool. If True the state is an :class:`AGCState` holding
-            ``clip_fraction`` and ``leaf_clip_fraction`` of the last update
+            the last update's clip fractions, gradient norms before and after
+            clipping and largest ‖G_i‖ / max(‖W_i‖, ε), in total and per leaf
             (read them with ``optax.tree_utils.tree_get``). If False the state
             is ``optax.EmptyState()`` and no extra work is done.
         axis_name: mesh axis name(s) over which parameters are split *inside*
@@ -308,8 +239,8 @@ def agc(
         Recognition Without Normalization <https://arxiv.org/abs/2102.06171>`_,
         ICML 2021, section 4.1.
     """
-    _check_hyperparameter("clipping", clipping, positive=True)
-    _check_hyperparameter("eps", eps, positive=False)
+    clipping = _hyperparameter("clipping", clipping, positive=True)
+    eps = _hyperparameter("eps", eps, positive=False)
     if not isinstance(track_stats, bool | np.bool_):
         raise TypeError(f"agc: track_stats must be True or False, got {track_stats!r}.")
     if axis is not None and unit_axes is not None:
@@ -321,7 +252,9 @@ def agc(
     def init_fn(params: optax.Params) -> optax.OptState:
         paths, leaves, _ = _paths.flatten_with_path_strings(params)
         plans = _plan(paths, leaves, unit_axes, axis, exclude, axis_name)  # Fails early.
-        return _initial_stats(plans) if track_stats else optax.EmptyState()
+        if not track_stats:
+            return optax.EmptyState()
+        return _stats.initial([p.path for p in plans if not p.excluded])
 
     def update_fn(
         updates: optax.Updates, state: optax.OptState, params: optax.Params | None = None
@@ -330,9 +263,9 @@ def agc(
             raise ValueError(_NO_PARAMS_MSG)
         paths, grads, param_leaves, treedef = _flatten_pair(updates, params)
         plans = _plan(paths, param_leaves, unit_axes, axis, exclude, axis_name)
-        new_grads, masks = _clip_tree(plans, grads, param_leaves, clipping, eps)
+        new_grads, stats = _clip_tree(plans, grads, param_leaves, clipping, eps, track_stats)
         new_updates = jax.tree_util.tree_unflatten(treedef, new_grads)
-        return new_updates, (_stats(plans, masks) if track_stats else state)
+        return new_updates, (stats if track_stats else state)
 
     return optax.GradientTransformation(init_fn, update_fn)
 

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import jax
 import numpy as np
 
 from agc_optax import _paths, _unit_axes
@@ -45,13 +46,20 @@ def _match_patterns(patterns: Sequence[str | re.Pattern], paths: Sequence[str]) 
     return excluded
 
 
-def _as_python_bool(value: Any, path: str) -> bool:
+def _as_python_bool(value: Any, path: str, source: str) -> bool:
+    """``value`` as a bool: a Python or NumPy bool, or a concrete boolean scalar array."""
     if isinstance(value, bool | np.bool_):
         return bool(value)
+    if isinstance(value, jax.core.Tracer):
+        raise TypeError(
+            f"{source} for leaf {path!r} is a traced value ({value!r}). The exclusion is "
+            "decided when the update is traced, so it cannot depend on traced values: "
+            "decide it from the path and the leaf's shape or dtype."
+        )
+    if hasattr(value, "dtype") and np.shape(value) == () and value.dtype == np.bool_:
+        return bool(value)
     raise TypeError(
-        f"exclude mask entry for leaf {path!r} must be a Python bool, got {value!r}. "
-        "The exclusion is decided when the update is traced, so it cannot depend on "
-        "traced values."
+        f"{source} for leaf {path!r} must be a bool, got {type(value).__name__} {value!r}."
     )
 
 
@@ -98,15 +106,26 @@ def _resolve(spec: ExcludeSpec, paths: Sequence[str], leaves: Sequence[Any]) -> 
         return _match_patterns(spec, paths)
     if callable(spec):
         _unit_axes.check_leaf_rule(spec, "exclude")
-        return [_as_python_bool(spec(p, x), p) for p, x in zip(paths, leaves, strict=True)]
+        return [
+            _as_python_bool(spec(p, x), p, "exclude(path, leaf)")
+            for p, x in zip(paths, leaves, strict=True)
+        ]
     if hasattr(spec, "dtype") and not hasattr(spec, "keys"):
         raise TypeError(f"exclude is an array ({spec!r}), not a mask. {_unit_axes.INJECT_HINT}")
-    mask_paths, mask_leaves, _ = _paths.flatten_with_path_strings(spec)
+    mask_paths, mask_leaves, _ = _paths.flatten_with_path_strings(
+        spec, is_leaf=lambda x: x is None
+    )
     table = dict(zip(mask_paths, mask_leaves, strict=True))
+    holes = [p for p in paths if p in table and table[p] is None]
+    if holes:
+        raise ValueError(
+            f"exclude mask holds None for leaves {_paths.describe_paths(holes)}; give each "
+            "parameter True (leave it unclipped) or False (clip it)."
+        )
     missing = [p for p in paths if p not in table]
     if missing:
         raise ValueError(
             f"exclude mask has no entry for leaves {_paths.describe_paths(missing)}; its "
             f"entries are {_paths.describe_paths(mask_paths)}. Give every parameter a bool."
         )
-    return [_as_python_bool(table[p], p) for p in paths]
+    return [_as_python_bool(table[p], p, "exclude mask entry") for p in paths]

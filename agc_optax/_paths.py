@@ -3,9 +3,10 @@
 A leaf's path string joins its pytree keys with ``/``: ``head/kernel``,
 ``layers/0/kernel``, ``blocks/2/conv1/bias``. Dict keys, sequence indices,
 dataclass/attribute names and flattened-index keys all print as their bare
-key. A trailing attribute key ``value`` (how a ``flax.nnx.Variable`` flattens)
-is dropped, so a parameter has the same path string whether the tree holds nnx
-Variables (at ``init``) or raw arrays (at ``update``, inside ``nnx.Optimizer``).
+key. The ``value`` key through which a ``flax.nnx.Variable`` flattens is
+dropped, so a parameter has the same path string whether the tree holds nnx
+Variables (at ``init``) or raw arrays (at ``update``, inside ``nnx.Optimizer``);
+a field of the user's own named ``value`` (``QKV(query, key, value)``) keeps it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+from flax import nnx
 
 KeyPath = tuple[Any, ...]
 
@@ -30,17 +32,28 @@ def _key_to_str(key: Any) -> str:
     return str(key)
 
 
+def _is_value_attribute(key: Any) -> bool:
+    return isinstance(key, jax.tree_util.GetAttrKey) and key.name == "value"
+
+
 def path_to_str(path: KeyPath) -> str:
-    """Formats a JAX key path as a ``/``-joined path string.
+    """Formats a raw JAX key path as a ``/``-joined path string.
+
+    A key path alone cannot tell nnx's ``Variable`` wrapper from a field named
+    ``value``: both are the attribute key ``.value``. This function takes a
+    trailing ``.value`` for nnx's wrapper and drops it, which is right for every
+    key path of an ``nnx.state``. The path strings that :func:`agc_optax.agc`
+    itself gives leaves (for ``exclude``, ``unit_axes`` and the statistics) are
+    read from the tree, and keep a user's field named ``value``.
 
     Args:
         path: a key path as returned by ``jax.tree_util.tree_flatten_with_path``.
 
     Returns:
-        The keys joined by ``/``, without a trailing nnx ``Variable`` ``value`` key.
+        The keys joined by ``/``, without a trailing ``.value`` attribute key.
     """
     keys = list(path)
-    if keys and isinstance(keys[-1], jax.tree_util.GetAttrKey) and keys[-1].name == "value":
+    if keys and _is_value_attribute(keys[-1]):
         keys.pop()
     return join_keys(_key_to_str(k) for k in keys)
 
@@ -68,6 +81,27 @@ def join_keys(keys: Any) -> str:
     return "/".join(str(k) for k in keys)
 
 
+def _is_nnx_variable(x: Any) -> bool:
+    return isinstance(x, nnx.Variable)
+
+
+def _nnx_value_paths(tree: Any, is_leaf: Any) -> set[KeyPath]:
+    """Key paths of the leaves that sit in an ``nnx.Variable`` under its ``.value`` key."""
+
+    def stop(x: Any) -> bool:
+        return _is_nnx_variable(x) or bool(is_leaf is not None and is_leaf(x))
+
+    outer = jax.tree_util.tree_flatten_with_path(tree, is_leaf=stop)[0]
+    wrapped = set()
+    for path, node in outer:
+        if not _is_nnx_variable(node):
+            continue
+        for inner, _ in jax.tree_util.tree_flatten_with_path(node, is_leaf=is_leaf)[0]:
+            if len(inner) == 1 and _is_value_attribute(inner[0]):
+                wrapped.add(tuple(path) + tuple(inner))
+    return wrapped
+
+
 def flatten_with_path_strings(tree: Any, is_leaf: Any = None) -> tuple[list[str], list[Any], Any]:
     """Flattens ``tree`` into path strings, leaves and its treedef.
 
@@ -82,7 +116,11 @@ def flatten_with_path_strings(tree: Any, is_leaf: Any = None) -> tuple[list[str]
         ValueError: when two leaves print to the same path string.
     """
     keyed, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)
-    paths = [path_to_str(path) for path, _ in keyed]
+    wrapped = _nnx_value_paths(tree, is_leaf)
+    paths = [
+        join_keys(_key_to_str(k) for k in (path[:-1] if path in wrapped else path))
+        for path, _ in keyed
+    ]
     leaves = [leaf for _, leaf in keyed]
     if len(set(paths)) != len(paths):
         seen: set[str] = set()

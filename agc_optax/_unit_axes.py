@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from agc_optax import _paths
 
@@ -108,14 +109,33 @@ def output_first_unit_axes(path: str, x: Any) -> Axes:
     return tuple(range(1, ndim))
 
 
+def _is_axis(a: Any) -> bool:
+    return isinstance(a, int | np.integer) and not isinstance(a, bool | np.bool_)
+
+
 def _as_axes_tuple(axes: Any) -> tuple[Any, ...] | None:
-    if isinstance(axes, int | jnp.integer) and not isinstance(axes, bool):
+    """``axes`` as a tuple of ints; None if it is not an int or a sequence of ints.
+
+    Accepted: an int, a tuple, list or range of ints, a 1-D integer NumPy array.
+    """
+    if _is_axis(axes):
         return (axes,)
-    if isinstance(axes, tuple | list) and all(
-        isinstance(a, int | jnp.integer) and not isinstance(a, bool) for a in axes
-    ):
+    if isinstance(axes, np.ndarray) and axes.ndim == 1 and np.issubdtype(axes.dtype, np.integer):
+        return tuple(int(a) for a in axes)
+    if isinstance(axes, tuple | list | range) and all(_is_axis(a) for a in axes):
         return tuple(axes)
     return None
+
+
+def _axes_type_error(given: str, path: str, axes: Any) -> TypeError:
+    """The error for axes of the wrong kind; the static_args hint only for arrays and tracers."""
+    message = (
+        f"{given} for leaf {path!r}: axes must be an int or a tuple of ints, got "
+        f"{type(axes).__name__}."
+    )
+    if isinstance(axes, jax.core.Tracer | jax.Array) or callable(axes):
+        message += f" If this came through optax.inject_hyperparams: {INJECT_HINT}"
+    return TypeError(message)
 
 
 def normalize_axes(axes: Any, ndim: int, path: str, source: str = "unit_axes") -> Axes:
@@ -144,10 +164,7 @@ def normalize_axes(axes: Any, ndim: int, path: str, source: str = "unit_axes") -
     )
     as_tuple = _as_axes_tuple(axes)
     if as_tuple is None:
-        raise TypeError(
-            f"{given} for leaf {path!r}: axes must be an int or a tuple of ints. "
-            f"If this came through optax.inject_hyperparams: {INJECT_HINT}"
-        )
+        raise _axes_type_error(given, path, axes)
     normalized = []
     for axis in as_tuple:
         if not -ndim <= axis < ndim:
@@ -186,7 +203,7 @@ def check_leaf_rule(rule: Callable[..., Any], argument: str) -> None:
 
 
 def _is_axes_leaf(x: Any) -> bool:
-    return _as_axes_tuple(x) is not None
+    return x is None or _as_axes_tuple(x) is not None
 
 
 def _spec_rule(spec: UnitAxesSpec, paths: Sequence[str]) -> UnitAxesFn:
@@ -214,6 +231,13 @@ def _spec_rule(spec: UnitAxesSpec, paths: Sequence[str]) -> UnitAxesFn:
         )
     spec_paths, spec_leaves, _ = _paths.flatten_with_path_strings(spec, is_leaf=_is_axes_leaf)
     table = dict(zip(spec_paths, spec_leaves, strict=True))
+    holes = [p for p in paths if p in table and table[p] is None]
+    if holes:
+        raise ValueError(
+            f"unit_axes pytree holds None for leaves {_paths.describe_paths(holes)}; give "
+            "each a tuple of axes (() for a scalar), or use a callable that falls back to "
+            "default_unit_axes."
+        )
     missing = [p for p in paths if p not in table]
     if missing:
         raise ValueError(

@@ -15,10 +15,16 @@ attention kernels; 22.7M parameters, 292 leaves). For each tree the script times
 - ``optax_agc+sgd`` and ``agc+sgd``: each chained with ``optax.sgd(0.1, momentum=0.9)``;
 - ``norms`` (for context): only the per-unit sums of squares of g and p, the
   reduction half of any AGC, so the table shows where AGC's time goes;
-- ``agc_norescue+sgd`` (for context): ``agc+sgd`` traced without the overflow
-  rescue (``agc_optax._norms.rescue_overflowed`` swapped for a pass-through while
-  tracing), so the table shows what the rescue's conditional costs. It is wrong
-  wherever a float32 sum of squares overflows; the benchmark's gradients never do.
+- ``agc_nocond+sgd`` (for context): ``agc+sgd`` traced without the conditional
+  that sends a step with an out-of-range unit to the exact branch
+  (``agc_optax._clip.fast_or_exact`` swapped for "always fast" while tracing), so
+  the table shows what the range check and its ``lax.cond`` cost. It is wrong
+  wherever a unit is outside the float32 sums' range; the benchmark's never are.
+
+For every variant the compiled program's top-level kernels (HLO instructions of
+the entry computation other than parameters, constants, tuples and bitcasts) and
+fusions are counted, in total and per leaf, so that launch overhead is visible
+without an accelerator.
 
 Every variant is jitted without donation, its inputs are placed on the device
 beforehand and timed with :mod:`benchmarks._common`'s interleaved timer (after a
@@ -36,6 +42,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -48,7 +55,7 @@ import optax
 from flax import nnx
 
 import agc_optax
-from agc_optax import _norms
+from agc_optax import _clip
 from benchmarks import _common
 from examples.nf_resnet import models
 
@@ -63,7 +70,7 @@ GRAD_STD_DECADES = 1.0
 
 VARIANTS = (
     "floor", "norms", "optax_agc", "agc", "agc_stats", "optax_agc+sgd", "agc+sgd",
-    "agc_norescue+sgd",
+    "agc_nocond+sgd",
 )
 
 # (numerator, denominator, upper bound) from the project's performance targets.
@@ -77,7 +84,7 @@ EXTRA_RATIOS = {
     "norms/floor": ("norms", "floor"),
     "optax_agc/floor": ("optax_agc", "floor"),
     "agc/optax_agc": ("agc", "optax_agc"),
-    "agc_norescue+sgd/optax_agc+sgd": ("agc_norescue+sgd", "optax_agc+sgd"),
+    "agc_nocond+sgd/optax_agc+sgd": ("agc_nocond+sgd", "optax_agc+sgd"),
 }
 
 
@@ -209,21 +216,76 @@ def unit_sums_of_squares(params: Any, grads: Any) -> Any:
     return jax.tree.map(lambda p, g: (sums(p), sums(g)), params, grads)
 
 
-def without_overflow_rescue(update: Callable[..., Any]) -> Callable[..., Any]:
-    """``update``, traced with agc's overflow rescue swapped for a pass-through.
+def without_range_check(update: Callable[..., Any]) -> Callable[..., Any]:
+    """``update``, traced with agc's fast-or-exact conditional swapped for "always fast".
 
-    A diagnostic: the result is wrong wherever a float32 sum of squares overflows.
+    A diagnostic: the result is wrong wherever a unit is outside the range of the
+    float32 sums of squares (a gradient blow-up, ``eps=0`` with tiny parameters).
     """
 
     def traced(*args: Any) -> Any:
-        rescue = _norms.rescue_overflowed
-        _norms.rescue_overflowed = lambda grads, squared, axes, names: (squared, squared)
+        choose = _clip.fast_or_exact
+        _clip.fast_or_exact = lambda in_range, fast, exact: fast()
         try:
             return update(*args)
         finally:
-            _norms.rescue_overflowed = rescue
+            _clip.fast_or_exact = choose
 
     return traced
+
+
+# HLO instructions that launch no work of their own.
+_NOT_KERNELS = frozenset({"parameter", "constant", "tuple", "get-tuple-element", "bitcast"})
+_ENTRY_OPCODE = re.compile(r"=\s+(?:\([^)]*\)|\S+)\s+([\w\-]+)\(")
+
+
+def _computation(hlo_text: str, header: str) -> str:
+    """The body of the computation whose header line starts with ``header``."""
+    start = hlo_text.index(header)
+    return hlo_text[start : hlo_text.index("\n}", start)]
+
+
+def _kernels(body: str) -> list[str]:
+    opcodes = [m[1] for line in body.splitlines()[1:] if (m := _ENTRY_OPCODE.search(line))]
+    return [op for op in opcodes if op not in _NOT_KERNELS]
+
+
+def count_kernels(hlo_text: str, num_leaves: int) -> dict[str, float]:
+    """Kernels and fusions a compiled program launches in an ordinary step.
+
+    Counts the instructions of the entry computation other than parameters,
+    constants, tuples and bitcasts, plus those of the cheaper branch of each
+    conditional (agc's fast path; the exact branch runs only in a step with a
+    unit out of the float32 sums' range and is reported on its own).
+
+    Args:
+        hlo_text: the compiled HLO text (``jit(f).lower(...).compile().as_text()``).
+        num_leaves: the parameter tree's leaf count, for the per-leaf figure.
+
+    Returns:
+        ``kernels``, ``fusions``, ``conditionals``, ``kernels_per_leaf`` and
+        ``rare_branch_kernels`` (the costlier branches' kernels, summed).
+    """
+    entry = _kernels(_computation(hlo_text, "\nENTRY"))
+    taken, rare = [], 0
+    for line in _computation(hlo_text, "\nENTRY").splitlines():
+        branches = re.search(r"branch_computations=\{([^}]*)\}", line)
+        if branches is None:
+            continue
+        names = [name.strip() for name in branches[1].split(",")]
+        counts = sorted(
+            (_kernels(_computation(hlo_text, f"\n{name} ")) for name in names), key=len
+        )
+        taken += counts[0]
+        rare += sum(len(c) for c in counts[1:])
+    kernels = entry + taken
+    return {
+        "kernels": len(kernels),
+        "fusions": kernels.count("fusion"),
+        "conditionals": entry.count("conditional"),
+        "kernels_per_leaf": round(len(kernels) / max(num_leaves, 1), 2),
+        "rare_branch_kernels": rare,
+    }
 
 
 def make_variants(params: Any, grads: Any) -> dict[str, tuple[Callable[..., Any], tuple]]:
@@ -245,7 +307,7 @@ def make_variants(params: Any, grads: Any) -> dict[str, tuple[Callable[..., Any]
         "agc_stats": update(agc_optax.agc(CLIPPING, EPS, track_stats=True)),
         "optax_agc+sgd": update(optax.chain(optax.adaptive_grad_clip(CLIPPING, EPS), momentum)),
         "agc+sgd": update(agc_sgd),
-        "agc_norescue+sgd": update(agc_sgd, without_overflow_rescue),
+        "agc_nocond+sgd": update(agc_sgd, without_range_check),
     }
     assert tuple(variants) == VARIANTS
     return variants
@@ -283,8 +345,11 @@ def bench_tree(name: str, quick: bool, repeats: int, seed: int, hlo_dir: Path | 
     variants = make_variants(params, grads)
     if hlo_dir is not None:
         hlo_dir.mkdir(parents=True, exist_ok=True)
-        for variant, (fn, args) in variants.items():
-            text = fn.lower(*args).compile().as_text()
+    kernels = {}
+    for variant, (fn, args) in variants.items():
+        text = fn.lower(*args).compile().as_text()
+        kernels[variant] = count_kernels(text, len(leaves))
+        if hlo_dir is not None:
             (hlo_dir / f"{name}_{variant.replace('+', '_')}.hlo.txt").write_text(text)
     calls = {variant: _bind(fn, args) for variant, (fn, args) in variants.items()}
     first_call_s = _common.warm_up(calls)
@@ -294,6 +359,7 @@ def bench_tree(name: str, quick: bool, repeats: int, seed: int, hlo_dir: Path | 
     stats = {variant: summarise(times[variant]) for variant in VARIANTS}
     for variant in VARIANTS:
         stats[variant]["first_call_s"] = round(first_call_s[variant], 3)
+        stats[variant]["hlo"] = kernels[variant]
     of_medians, paired = ratios(times)
     floor_s = stats["floor"]["median_ms"] / 1e3
     return {
@@ -321,12 +387,16 @@ def format_table(results: dict[str, Any]) -> str:
             f"{tree['clipped_fraction']:.0%} of entries clipped, "
             f"floor {tree['floor_gb_per_s']:.1f} GB/s"
         )
-        lines.append(f"  {'variant':<18}{'median ms':>11}{'IQR ms':>9}{'x floor':>9}")
+        lines.append(
+            f"  {'variant':<18}{'median ms':>11}{'IQR ms':>9}{'x floor':>9}{'kernels':>9}"
+            f"{'/leaf':>7}"
+        )
         floor = tree["variants"]["floor"]["median_ms"]
         for variant, stats in tree["variants"].items():
             lines.append(
                 f"  {variant:<18}{stats['median_ms']:>11.2f}{stats['iqr_ms']:>9.2f}"
-                f"{stats['median_ms'] / floor:>9.2f}"
+                f"{stats['median_ms'] / floor:>9.2f}{stats['hlo']['kernels']:>9}"
+                f"{stats['hlo']['kernels_per_leaf']:>7.2f}"
             )
         lines.append(f"  {'ratio':<32}{'of medians':>11}{'paired':>8}  target")
         for key, value in tree["ratios"].items():

@@ -33,7 +33,7 @@ def reference_agc(grad, param, fan_in_axes, clipping, eps=1e-3):
         g_unit, w_unit = grad[selector], param[selector]
         g_norm = np.sqrt(np.sum(np.abs(g_unit) ** 2))
         w_norm = max(np.sqrt(np.sum(np.abs(w_unit) ** 2)), eps)
-        if g_norm / w_norm > clipping:
+        if g_norm > clipping * w_norm:  # No division: w_norm is 0 where ε = 0.
             out[selector] = clipping * w_norm / g_norm * g_unit
             clipped[unit_index] = True
     return out, clipped

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -92,20 +93,97 @@ def test_mask_missing_a_leaf_is_reported():
 
 
 def test_non_bool_exclusion_is_reported():
-    with pytest.raises(TypeError, match="must be a Python bool"):
-        agc(0.01, exclude=lambda path, leaf: jnp.asarray(True)).init(PARAMS)
+    with pytest.raises(TypeError, match=r"exclude\(path, leaf\) for leaf '.*' must be a bool, "
+                                        r"got str 'yes'"):
+        agc(0.01, exclude=lambda path, leaf: "yes").init(PARAMS)
+    with pytest.raises(TypeError, match="exclude mask entry for leaf 'head/bias' must be a bool"):
+        agc(0.01, exclude={"body": {"layers": [{"kernel": False}, {"kernel": False}]},
+                           "head": {"kernel": True, "bias": 1.0}}).init(PARAMS)
 
 
-@pytest.mark.parametrize("clipping", [0.0, -0.1, float("nan"), float("inf")])
-def test_bad_clipping(clipping):
-    with pytest.raises(ValueError, match="clipping"):
-        agc(clipping)
+def test_concrete_jax_bools_from_an_exclude_callable_are_accepted():
+    """Issue 25 item 7: a concrete jnp.bool_ is a bool, not a traced value."""
+    assert clipped_paths(lambda path, leaf: jnp.bool_(path.startswith("head/"))) == [
+        "body/layers/0/kernel", "body/layers/1/kernel"
+    ]
 
 
-@pytest.mark.parametrize("eps", [-1e-3, float("nan")])
-def test_bad_eps(eps):
-    with pytest.raises(ValueError, match="eps"):
-        agc(0.01, eps)
+def test_a_traced_exclusion_says_it_is_traced():
+    transform = agc(0.01, exclude=lambda path, leaf: jnp.sum(leaf) > 0)
+    with pytest.raises(TypeError, match=r"for leaf '.*' is a traced value.*decided when the "
+                                        r"update is traced"):
+        jax.jit(transform.update)(GRADS, optax.EmptyState(), PARAMS)
+
+
+def test_none_in_a_mask_or_unit_axes_pytree_is_named_as_none():
+    """Issue 25 item 7: a None entry is there, just not a bool or axes."""
+    mask = {"body": {"layers": [{"kernel": False}, {"kernel": False}]},
+            "head": {"kernel": True, "bias": None}}
+    with pytest.raises(ValueError, match=r"exclude mask holds None for leaves \['head/bias'\]"):
+        agc(0.01, exclude=mask).init(PARAMS)
+    axes = {"body": {"layers": [{"kernel": (0,)}, {"kernel": (0,)}]},
+            "head": {"kernel": (0,), "bias": None}}
+    with pytest.raises(ValueError, match=r"unit_axes pytree holds None for leaves "
+                                         r"\['head/bias'\]"):
+        agc(0.01, unit_axes=axes).init(PARAMS)
+
+
+@pytest.mark.parametrize("axes", [range(1), np.arange(1), [0]], ids=["range", "np.arange", "list"])
+def test_unit_axes_rules_may_return_ranges_and_integer_arrays(axes):
+    """Issue 25 item 7: these are axes, not hyperparameters from inject_hyperparams."""
+    transform = agc(0.01, unit_axes=lambda path, leaf: axes if leaf.ndim == 2 else (0,))
+    updates, _ = transform.update(GRADS, transform.init(PARAMS), PARAMS)
+    np.testing.assert_allclose(np.linalg.norm(updates["head"]["kernel"], axis=0),
+                               0.01 * np.sqrt(3), rtol=1e-6)
+
+
+def test_axes_of_the_wrong_kind_say_what_they_got():
+    with pytest.raises(TypeError, match=r"axes must be an int or a tuple of ints, got float\.$"):
+        agc(0.01, unit_axes=lambda path, leaf: 0.5).init(PARAMS)
+    with pytest.raises(TypeError, match=r"got ArrayImpl\. If this came through "
+                                        r"optax.inject_hyperparams"):
+        agc(0.01, unit_axes=lambda path, leaf: jnp.asarray(0)).init(PARAMS)
+
+
+BAD_CLIPPING = [0.0, -0.1, float("nan"), float("inf")]
+BAD_EPS = [-1e-3, float("nan"), float("inf")]
+# Issue 25 item 4: NumPy scalars and concrete arrays are checked like Python floats.
+AS_NUMBERS = {
+    "python": float, "np.float64": np.float64, "np.float32": np.float32,
+    "np.array": np.asarray, "jnp.array": jnp.asarray, "shape (1,)": lambda v: jnp.asarray([v]),
+}
+
+
+@pytest.mark.parametrize("kind", AS_NUMBERS)
+@pytest.mark.parametrize("clipping", BAD_CLIPPING)
+def test_bad_clipping(clipping, kind):
+    with pytest.raises(ValueError, match="agc: clipping must be"):
+        agc(AS_NUMBERS[kind](clipping))
+
+
+@pytest.mark.parametrize("kind", AS_NUMBERS)
+@pytest.mark.parametrize("eps", BAD_EPS)
+def test_bad_eps(eps, kind):
+    with pytest.raises(ValueError, match="agc: eps must be"):
+        agc(0.01, AS_NUMBERS[kind](eps))
+
+
+@pytest.mark.parametrize("kind", AS_NUMBERS)
+def test_good_hyperparameters_of_every_kind_clip_alike(kind):
+    """optax takes shape-(1,) arrays; so does agc, with the same result as a float."""
+    make = AS_NUMBERS[kind]
+    want, _ = agc(0.01, 1e-3).update(GRADS, None, PARAMS)
+    got, _ = agc(make(0.01), make(1e-3)).update(GRADS, None, PARAMS)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=1e-6)
+
+
+def test_a_traced_nan_clipping_makes_the_update_nan():
+    """The documented rule: a NaN λ never disables clipping silently (optax does the same)."""
+    update = jax.jit(lambda c: agc(c).update(GRADS, None, PARAMS)[0])
+    for leaf in jax.tree.leaves(update(float("nan"))):
+        assert np.isnan(np.asarray(leaf)).all()
 
 
 def test_missing_params_says_how_to_pass_them():
@@ -230,3 +308,37 @@ def test_shape_mismatch_of_an_excluded_leaf_is_an_error():
     grads["head"]["kernel"] = jnp.ones((2, 3))
     with pytest.raises(ValueError, match=r"'head/kernel' has gradient shape \(2, 3\)"):
         agc(0.01, exclude="^head/kernel$").update(grads, None, PARAMS)
+
+
+class QKV(NamedTuple):
+    query: jax.Array
+    key: jax.Array
+    value: jax.Array
+
+
+def test_a_field_named_value_keeps_its_name_in_exclude_and_statistics():
+    """Issue 25 item 5: only nnx's Variable wrapper drops its `.value` key."""
+    params = {"attn": QKV(jnp.ones((4, 2)), jnp.ones((4, 2)), jnp.ones((4, 2)))}
+    grads = jax.tree.map(lambda p: jnp.full(p.shape, 10.0), params)
+    transform = agc(0.01, exclude="^attn/value$", track_stats=True)
+    updates, state = transform.update(grads, transform.init(params), params)
+    assert set(state.leaf_clip_fraction) == {"attn/query", "attn/key"}
+    np.testing.assert_array_equal(updates["attn"].value, grads["attn"].value)
+    assert not np.array_equal(updates["attn"].query, grads["attn"].query)
+    axes = {"attn": QKV((0,), (0,), (0, 1))}
+    updates, _ = agc(0.01, unit_axes=axes).update(grads, None, params)
+    np.testing.assert_allclose(np.linalg.norm(updates["attn"].value), 0.01 * np.sqrt(8),
+                               rtol=1e-6)
+
+
+def test_nnx_variables_named_value_and_holding_value_fields():
+    """An nnx module attribute called `value` keeps it; the Variable's own `.value` goes."""
+
+    class Attention(nnx.Module):
+        def __init__(self, rngs):
+            self.value = nnx.Linear(2, 3, rngs=rngs)
+
+    state = nnx.state(Attention(nnx.Rngs(0)), nnx.Param)
+    transform = agc(0.01, exclude="^value/bias$", track_stats=True)
+    assert set(transform.init(state).leaf_clip_fraction) == {"value/kernel"}
+    assert set(transform.init(nnx.as_pure(state)).leaf_clip_fraction) == {"value/kernel"}

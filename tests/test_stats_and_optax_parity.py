@@ -41,6 +41,58 @@ def test_statistics_match_the_reference_and_skip_excluded_leaves():
         np.testing.assert_allclose(float(fraction), masks[key].mean(), rtol=1e-6, err_msg=key)
 
 
+def reference_norm_statistics(grads, params, exclude, clipping, eps=1e-3):
+    """Per-leaf (‖G‖, ‖clipped G‖, max_i ‖G_i‖ / max(‖W_i‖, ε)) in float64, from the definition."""
+    out = {}
+    for key, (_, axes) in SHAPES.items():
+        if key == exclude:
+            continue
+        g, w = np.asarray(grads[key], np.float64), np.asarray(params[key], np.float64)
+        clipped, _ = reference_agc(g, w, axes, clipping, eps)
+        unit_g = np.sqrt(np.sum(g**2, axis=axes))
+        unit_w = np.maximum(np.sqrt(np.sum(w**2, axis=axes)), eps)
+        out[key] = (np.linalg.norm(g), np.linalg.norm(clipped), np.max(unit_g / unit_w))
+    return out
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e25], ids=["ordinary", "blow_up"])
+def test_norm_statistics_match_the_float64_reference(scale):
+    """Issue 30 item 6: norms before and after clipping and the largest ratio, per leaf and
+    in total; also in a blow-up step, whose float32 sums of squares overflow."""
+    params, grads = make_tree()
+    grads = jax.tree.map(lambda g: (g * scale).astype(np.float32), grads)
+    transform = agc(0.01, exclude="head", track_stats=True)
+    _, state = jax.jit(transform.update)(grads, transform.init(params), params)
+    want = reference_norm_statistics(grads, params, "head", 0.01)
+    assert set(state.leaf_grad_norm) == set(want) == set(state.leaf_max_ratio)
+    for key, (norm, clipped_norm, ratio) in want.items():
+        np.testing.assert_allclose(state.leaf_grad_norm[key], norm, rtol=1e-5, err_msg=key)
+        np.testing.assert_allclose(state.leaf_clipped_grad_norm[key], clipped_norm, rtol=1e-5,
+                                   err_msg=key)
+        np.testing.assert_allclose(state.leaf_max_ratio[key], ratio, rtol=1e-5, err_msg=key)
+    values = np.array(list(want.values()))
+    np.testing.assert_allclose(state.grad_norm, np.linalg.norm(values[:, 0]), rtol=1e-5)
+    np.testing.assert_allclose(state.clipped_grad_norm, np.linalg.norm(values[:, 1]), rtol=1e-5)
+    np.testing.assert_allclose(state.max_ratio, values[:, 2].max(), rtol=1e-5)
+    for leaf in jax.tree.leaves(state):
+        assert leaf.dtype == jnp.float32
+
+
+def test_statistics_read_the_gradients_no_more_than_clipping_does():
+    """The norms come from the per-unit sums: no extra full-size reduction."""
+    params, grads = make_tree()
+
+    def full_size_reductions(transform):
+        jaxpr = jax.make_jaxpr(transform.update)(grads, transform.init(params), params).jaxpr
+        shapes = {np.shape(leaf) for leaf in jax.tree.leaves(params)}
+        return sorted(
+            (eqn.primitive.name, eqn.invars[0].aval.shape) for eqn in jaxpr.eqns
+            if eqn.primitive.name.startswith("reduce") and eqn.invars[0].aval.shape in shapes
+        )
+
+    assert full_size_reductions(agc(0.01, track_stats=True)) == full_size_reductions(agc(0.01))
+
+
 def test_statistics_readable_with_tree_get_through_chain_and_inject():
     params, grads = make_tree()
     transform = optax.inject_hyperparams(
@@ -169,3 +221,13 @@ def test_optax_reduces_only_axis_0_of_an_attention_output_kernel():
     np.testing.assert_allclose(theirs, reference_agc(grad, param, (0,), 0.02)[0], rtol=2e-6)
     np.testing.assert_allclose(ours, reference_agc(grad, param, (0, 1), 0.02)[0], rtol=2e-6)
     assert not np.allclose(theirs, ours, rtol=1e-3)
+
+
+def test_where_optax_fails_and_we_do_not_float32_overflow():
+    """For a comparison-table row: a finite float32 unit whose ‖g‖² overflows (1e20 here)."""
+    grad, param = [jnp.full((64, 4), 1e20, jnp.float32)], [jnp.ones((64, 4), jnp.float32)]
+    theirs = optax.adaptive_grad_clip(0.01).update(grad, None, param)[0][0]
+    ours = agc(0.01).update(grad, None, param)[0][0]
+    np.testing.assert_array_equal(np.asarray(theirs), 0.0)  # optax zeroes the gradient
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(ours, np.float64), axis=0), 0.08,
+                               rtol=1e-6)
