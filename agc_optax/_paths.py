@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
-from flax import nnx
+
+from agc_optax import _compat
 
 KeyPath = tuple[Any, ...]
 
@@ -82,7 +83,9 @@ def join_keys(keys: Any) -> str:
 
 
 def _is_nnx_variable(x: Any) -> bool:
-    return isinstance(x, nnx.Variable)
+    # A tree can hold an nnx.Variable only if flax.nnx was imported: never import it here.
+    nnx = _compat.loaded_nnx()
+    return nnx is not None and isinstance(x, nnx.Variable)
 
 
 def _nnx_value_paths(tree: Any, is_leaf: Any) -> set[KeyPath]:

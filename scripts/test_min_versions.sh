@@ -26,6 +26,7 @@ library_tests=(
   tests/test_missing_leaf.py
   tests/test_without_flax.py
   tests/test_infer_unit_axes_deep.py
+  tests/test_range.py
 )
 
 # "jax==0.8.0 jaxlib==0.8.0 ...": every `name>=floor` of the dependencies, then of the
