@@ -74,8 +74,12 @@ def fake_run(directory: pathlib.Path, clipping: float, diverged: bool = False,
              **config_fields) -> pathlib.Path:
     directory.mkdir(parents=True)
     clip = [0.25, 0.125] if clipping else [None, None]
-    records = [{"step": 10, "epoch": 0.5, "train_loss": 2.0, "clip_fraction": clip[0]},
-               {"step": 20, "epoch": 1.0, "train_loss": 1.0, "clip_fraction": clip[1]},
+    norms = ([{"grad_norm": 8.0, "clipped_grad_norm": 2.0},
+              {"grad_norm": 4.0, "clipped_grad_norm": 3.0}] if clipping else [{}, {}])
+    records = [{"step": 10, "epoch": 0.5, "train_loss": 2.0, "clip_fraction": clip[0],
+                **norms[0]},
+               {"step": 20, "epoch": 1.0, "train_loss": 1.0, "clip_fraction": clip[1],
+                **norms[1]},
                {"step": 20, "epoch": 1.0, "test_loss": 1.1, "test_accuracy": 0.6}]
     (directory / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     config = {"model": "nf_resnet_cpu", "batch_size": 128, "lr": 0.8, "clipping": clipping,
@@ -107,8 +111,8 @@ def test_the_figure_shows_accuracy_loss_and_clip_fraction_against_steps(tmp_path
     read = [runs.read_run(fake_run(tmp_path / "a", 0.16)),
             runs.read_run(fake_run(tmp_path / "b", 0.0))]
     fig = plot.figure(read, x="step")
-    acc, loss, clip = fig.axes
-    assert [ax.get_xlabel() for ax in fig.axes] == ["step"] * 3
+    acc, loss, clip, norm = fig.axes
+    assert [ax.get_xlabel() for ax in fig.axes] == ["step"] * 4
     assert [t.get_text() for t in acc.get_legend().get_texts()] == ["λ=0.16", "no AGC"]
     assert list(acc.lines[0].get_xdata()) == [20] and list(acc.lines[0].get_ydata()) == [0.6]
     assert [list(line.get_ydata()) for line in loss.lines[:2]] == [[2.0, 1.0], [1.1]]
@@ -116,6 +120,10 @@ def test_the_figure_shows_accuracy_loss_and_clip_fraction_against_steps(tmp_path
     assert list(clip.lines[0].get_ydata()) == [0.25, 0.125]
     assert list(clip.lines[1].get_ydata()) == []  # AGC off: no clip fraction, and said so.
     assert "AGC off (no clip fraction):\nno AGC" in clip.texts[0].get_text()
+    # AGC's gradient norm before (—) and after (--) clipping; the run without AGC draws none.
+    assert [list(line.get_ydata()) for line in norm.lines] == [[8.0, 4.0], [2.0, 3.0], [], []]
+    assert [line.get_linestyle() for line in norm.lines[:2]] == ["-", "--"]
+    assert norm.get_yscale() == "log"
     epochs = plot.figure(read)
     assert list(epochs.axes[2].lines[0].get_xdata()) == [0.5, 1.0]
 

@@ -25,7 +25,7 @@ from examples.nf_resnet import configs, main, train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TRAIN_FIELDS = {"step", "train_loss", "train_accuracy", "learning_rate", "clip_fraction",
-                "images_per_second"}
+                "grad_norm", "clipped_grad_norm", "max_ratio", "images_per_second"}
 EVAL_FIELDS = {"step", "epoch", "test_loss", "test_accuracy"}
 SUMMARY_FIELDS = {"final_test_accuracy", "best_test_accuracy", "steps", "wall_seconds",
                   "images_per_second", "device_kind", "num_devices", "diverged", "config"}
@@ -66,6 +66,10 @@ def test_smoke_training_lowers_the_loss_and_writes_every_file(tmp_path):
     assert [r["step"] for r in evals] == [16, 32, 48]
     assert records[-1]["train_loss"] < records[0]["train_loss"] - 0.3
     assert 0 < records[-1]["clip_fraction"] < 1
+    # Some units were clipped: the norm fell, and the largest ratio is above λ.
+    last = records[-1]
+    assert 0 < last["clipped_grad_norm"] < last["grad_norm"]
+    assert last["max_ratio"] > config.clipping
     by_param = records[-1]["clip_fraction_by_param"]
     assert set(by_param) == {"kernel", "bias", "gain", "skip_gain"}  # not the excluded head
     assert all(0 <= v <= 1 for v in by_param.values())
@@ -130,6 +134,8 @@ def test_agc_off_and_the_global_norm_baseline_run_from_the_command_line(tmp_path
     agc_on = "--clipping" not in flags
     assert (records[-1]["clip_fraction"] is not None) == agc_on
     assert (records[-1]["clip_fraction_by_param"] is not None) == agc_on
+    for name in ("grad_norm", "clipped_grad_norm", "max_ratio"):
+        assert (records[-1][name] is not None) == agc_on
     assert summary["config"]["clip_global_norm"] == (0.0 if "--clip-global-norm" not in flags
                                                      else float(flags[-1]))
 

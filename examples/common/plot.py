@@ -1,4 +1,4 @@
-"""Plots the curves of one or more runs: accuracy, loss and AGC's clip fraction.
+"""Plots the curves of one or more runs: accuracy, loss, AGC's clip fraction and norms.
 
 Run it from the repository root::
 
@@ -78,17 +78,18 @@ def _x(records: Sequence[dict[str, Any]], axis: str) -> list[float]:
 
 
 def figure(runs: Sequence[RunData], x: str = "epoch") -> Figure:
-    """Draws test accuracy, training and test loss, and AGC's clip fraction for every run.
+    """Draws accuracy, loss, AGC's clip fraction and AGC's gradient norms for every run.
 
     Args:
       runs: the runs.
       x: the horizontal axis, ``"epoch"`` or ``"step"``.
 
     Returns:
-      The figure: three panels, one line per run in each (two in the loss panel).
+      The figure: four panels, one line per run in each (two in the loss panel, and two in
+      the norm panel: the gradient norm before and after clipping, on a log scale).
     """
-    fig = Figure(figsize=(15, 4.4))
-    ax_acc, ax_loss, ax_clip = fig.subplots(1, 3)
+    fig = Figure(figsize=(20, 4.4))
+    ax_acc, ax_loss, ax_clip, ax_norm = fig.subplots(1, 4)
     agc_off = []
     for run, label in zip(runs, labels(runs), strict=True):
         evals, trains = run.evals, run.train
@@ -102,8 +103,10 @@ def figure(runs: Sequence[RunData], x: str = "epoch") -> Figure:
         ax_clip.plot(_x(clipped, x), [r["clip_fraction"] for r in clipped], color=color)
         if not clipped:
             agc_off.append(label)
-    titles = ("test accuracy", "loss (training —, test --)", "AGC clip fraction (training)")
-    for ax, title in zip((ax_acc, ax_loss, ax_clip), titles, strict=True):
+        _plot_norms(ax_norm, trains, x, color)
+    titles = ("test accuracy", "loss (training —, test --)", "AGC clip fraction (training)",
+              "gradient norm, AGC's leaves (before —, after clipping --)")
+    for ax, title in zip((ax_acc, ax_loss, ax_clip, ax_norm), titles, strict=True):
         ax.set_title(title)
         ax.set_xlabel(x)
         ax.grid(alpha=0.3)
@@ -121,6 +124,18 @@ def figure(runs: Sequence[RunData], x: str = "epoch") -> Figure:
     return fig
 
 
+def _plot_norms(ax: Any, trains: Sequence[dict[str, Any]], x: str, color: str) -> None:
+    """The gradient norm before (—) and after (--) clipping, where the run recorded them.
+
+    Runs made before the trainer logged AGC's norms, and runs without AGC, draw nothing.
+    """
+    for key, style in (("grad_norm", "-"), ("clipped_grad_norm", "--")):
+        records = [r for r in trains if r.get(key) is not None]
+        ax.plot(_x(records, x), [r[key] for r in records], color=color, ls=style)
+    if any(line.get_xdata().size for line in ax.lines):
+        ax.set_yscale("log")
+
+
 def plot(run_dirs: Sequence[pathlib.Path], out: pathlib.Path, x: str = "epoch") -> None:
     """Writes the :func:`figure` of the runs in ``run_dirs`` to the PNG ``out``."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -131,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line."""
     parser = argparse.ArgumentParser(prog="python -m examples.common.plot",
                                      description="Plot the curves of training runs: "
-                                     "accuracy, loss and AGC's clip fraction.")
+                                     "accuracy, loss, AGC's clip fraction and gradient norms.")
     parser.add_argument("run_dirs", nargs="+", type=pathlib.Path, help="run directories")
     parser.add_argument("--out", type=pathlib.Path, required=True, help="the PNG to write")
     parser.add_argument("--x", choices=("epoch", "step"), default="epoch",

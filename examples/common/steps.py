@@ -113,9 +113,12 @@ def apply_gradients(state: TrainState, grads: nnx.State, metrics: Metrics,
     """Clips and applies a whole batch's gradient; adds AGC's statistics to the metrics.
 
     Returns:
-      The new state and ``metrics`` plus ``clip_fraction`` (NaN without AGC) and
-      ``clip_fraction_by_param``: for every kind of parameter (:func:`parameter_kind`), the
-      mean over its leaves of the fraction of their units clipped (empty without AGC).
+      The new state and ``metrics`` plus AGC's statistics (:class:`agc_optax.AGCState`):
+      ``clip_fraction``, ``grad_norm`` and ``clipped_grad_norm`` (the gradient norm of the
+      clipped leaves before and after clipping) and ``max_ratio`` (the largest
+      ‖G_i‖ / max(‖W_i‖, ε)), each NaN without AGC, and ``clip_fraction_by_param``: for
+      every kind of parameter (:func:`parameter_kind`), the mean over its leaves of the
+      fraction of their units clipped (empty without AGC).
     """
     updates, opt_state = ctx.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -124,8 +127,12 @@ def apply_gradients(state: TrainState, grads: nnx.State, metrics: Metrics,
     by_kind: dict[str, list[jax.Array]] = {}
     for path, fraction in leaf_fractions.items():
         by_kind.setdefault(parameter_kind(path), []).append(fraction)
+    statistics = {name: optax.tree_utils.tree_get(opt_state, name)
+                  for name in ("grad_norm", "clipped_grad_norm", "max_ratio")}
     metrics = {**metrics,
                "clip_fraction": jnp.nan if clip_fraction is None else clip_fraction,
+               **{name: jnp.nan if value is None else value
+                  for name, value in statistics.items()},
                "clip_fraction_by_param": {kind: jnp.mean(jnp.stack(fractions))
                                           for kind, fractions in by_kind.items()}}
     return TrainState(state.step + 1, params, model_state, opt_state), metrics

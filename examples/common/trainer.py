@@ -150,6 +150,11 @@ def make_record(step: int, history: list[Any], setup: "Setup",
         "learning_rate": float(setup.ctx.schedule(step - 1)),
         "clip_fraction": means["clip_fraction"],
         "clip_fraction_by_param": means["clip_fraction_by_param"] or None,
+        # AGC's gradient norms before and after clipping and its largest unit ratio
+        # ‖G_i‖ / max(‖W_i‖, ε), averaged over the interval's steps like the rest.
+        "grad_norm": means["grad_norm"],
+        "clipped_grad_norm": means["clipped_grad_norm"],
+        "max_ratio": means["max_ratio"],
         # None for an interval holding only the first, compiling step.
         "images_per_second": throughput.interval(step),
     }
