@@ -341,4 +341,4 @@ def test_nnx_variables_named_value_and_holding_value_fields():
     state = nnx.state(Attention(nnx.Rngs(0)), nnx.Param)
     transform = agc(0.01, exclude="^value/bias$", track_stats=True)
     assert set(transform.init(state).leaf_clip_fraction) == {"value/kernel"}
-    assert set(transform.init(nnx.as_pure(state)).leaf_clip_fraction) == {"value/kernel"}
+    assert set(transform.init(as_pure(state)).leaf_clip_fraction) == {"value/kernel"}
