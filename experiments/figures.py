@@ -16,8 +16,8 @@ from typing import Any
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from experiments.report import Result, number
-from experiments.spec import Experiment
+from experiments.runs import number
+from experiments.spec import Experiment, Result
 
 
 def _save(fig: Figure, path: pathlib.Path, bottom: float = 0.0) -> list[pathlib.Path]:

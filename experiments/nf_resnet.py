@@ -10,20 +10,21 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from experiments import figures
 from experiments.spec import Experiment, Report, Run
 
-CPU_BUDGET = ("--epochs", "2")
-LARGE_BATCH_BUDGET = ("--steps", "60", "--warmup-epochs", "0")
-LONG_BUDGET = ("--steps", "240", "--warmup-epochs", "0", "--log-every-steps", "10")
+CPU_BUDGET = {"epochs": 2}
+LARGE_BATCH_BUDGET = {"steps": 60, "warmup_epochs": 0.0}
+LONG_BUDGET = {**LARGE_BATCH_BUDGET, "steps": 240, "log_every_steps": 10}
 BATCH_SIZES = (256, 1024, 4096)
 CLIPPINGS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32)
 # Batches above this are run as microbatches of this size (same gradient, summed before
 # clipping): XLA:CPU trains the cpu model ~2x faster per image at 256 than at 4096.
 CPU_MICROBATCH = 256
 # Base learning rate: the trainer's peak is lr · batch / 256, the linear scaling rule.
-LARGE_BATCH_LR = "0.2"  # peak 0.2 at batch 256, 0.8 at 1024, 3.2 at 4096
+LARGE_BATCH_LR = 0.2  # peak 0.2 at batch 256, 0.8 at 1024, 3.2 at 4096
 LONG_BUDGET_BATCH = 1024  # the batch of the longer-budget λ checks
 SEEDS = (0, 1, 2)
 
@@ -37,18 +38,17 @@ def clip_label(clipping: float | None, global_norm: float | None = None) -> str:
     return "no clipping" if not clipping else f"AGC λ={clipping:g}"
 
 
-def batch_flags(batch: int, clipping: float, microbatch_size: int = CPU_MICROBATCH
-                ) -> tuple[str, ...]:
-    """The flags of one (batch size, λ) pair at the linearly scaled learning rate."""
-    microbatch = ("--microbatch-size", str(microbatch_size)) if batch > microbatch_size else ()
-    return ("--batch-size", str(batch), *microbatch, "--lr", LARGE_BATCH_LR,
-            "--clipping", str(clipping))
+def batch_overrides(batch: int, clipping: float, microbatch_size: int = CPU_MICROBATCH
+                    ) -> dict[str, Any]:
+    """The overrides of one (batch size, λ) pair at the linearly scaled learning rate."""
+    microbatch = {"microbatch_size": microbatch_size} if batch > microbatch_size else {}
+    return {"batch_size": batch, **microbatch, "lr": LARGE_BATCH_LR, "clipping": clipping}
 
 
 def batch_by_clipping(batches: Sequence[int], clippings: Sequence[float],
                       run_name: Callable[[int, float], str]) -> tuple[Run, ...]:
     """Every (batch size, λ) pair, batch by batch, in the order given."""
-    return tuple(Run(run_name(batch, clipping), batch_flags(batch, clipping),
+    return tuple(Run(run_name(batch, clipping), batch_overrides(batch, clipping),
                      {"batch_size": batch, "clipping": clipping, "clip": clip_label(clipping)})
                  for batch in batches for clipping in clippings)
 
@@ -70,11 +70,11 @@ WITH_WITHOUT_AGC = Experiment(
     question="Same NF-ResNet and schedule with AGC (head excluded), with no clipping, "
              "and with global-norm clipping.",
     preset="cpu",
-    common_flags=CPU_BUDGET,
+    overrides=CPU_BUDGET,
     runs=(
-        Run("agc", ("--clipping", "0.16"), {"clip": clip_label(0.16)}),
-        Run("no_clipping", ("--clipping", "0"), {"clip": clip_label(0)}),
-        Run("global_norm", ("--clipping", "0", "--clip-global-norm", "1.0"),
+        Run("agc", {"clipping": 0.16}, {"clip": clip_label(0.16)}),
+        Run("no_clipping", {"clipping": 0.0}, {"clip": clip_label(0)}),
+        Run("global_norm", {"clipping": 0.0, "clip_global_norm": 1.0},
             {"clip": clip_label(0, 1.0)}),
     ),
     report=CURVES,
@@ -88,7 +88,7 @@ LARGE_BATCH = Experiment(
     question="Batch 256, 1024, 4096 with the learning rate scaled linearly with batch "
              "size, with AGC (λ=0.04) and without clipping.",
     preset="cpu",
-    common_flags=LARGE_BATCH_BUDGET,
+    overrides=LARGE_BATCH_BUDGET,
     runs=with_seeds(
         batch_by_clipping(sorted(BATCH_SIZES, reverse=True), (0.04, 0.0),
                           lambda batch, clip: f"batch{batch}_{'agc' if clip else 'none'}"),
@@ -101,7 +101,7 @@ CLIPPING_SWEEP = Experiment(
     question="How to pick λ: final test accuracy and the fraction of clipped units for "
              "λ ∈ {0.01 … 0.32} × batch sizes {256, 1024, 4096}.",
     preset="cpu",
-    common_flags=(*LARGE_BATCH_BUDGET, "--log-every-steps", "5"),
+    overrides={**LARGE_BATCH_BUDGET, "log_every_steps": 5},
     runs=with_seeds(batch_by_clipping(BATCH_SIZES, CLIPPINGS,
                                       lambda batch, clip: f"batch{batch}_clip{clip:g}"),
                     HEADLINE_4096[1:], SEEDS),
@@ -114,7 +114,7 @@ CLIPPING_LONG = Experiment(
     question="Does the λ ranking of the 60-step sweep hold at 4× the budget? Batch 1024, "
              "240 steps (4.1 epochs), λ ∈ {0.01, 0.04, 0.16, 0.32} and no clipping.",
     preset="cpu",
-    common_flags=LONG_BUDGET,
+    overrides=LONG_BUDGET,
     runs=batch_by_clipping((LONG_BUDGET_BATCH,), (0.01, 0.04, 0.16, 0.32, 0.0),
                            lambda batch, clip: f"clip{clip:g}" if clip else "none"),
     report=Report(figures=(figures.curves, figures.clip_fraction_by_kind),
@@ -122,7 +122,7 @@ CLIPPING_LONG = Experiment(
     title=f"Batch {LONG_BUDGET_BATCH}, 240 steps, peak learning rate 0.8",
 )
 
-_FLOOR_BASE = batch_flags(LONG_BUDGET_BATCH, 0.01)  # clipping_long's λ = 0.01 run
+_FLOOR_BASE = batch_overrides(LONG_BUDGET_BATCH, 0.01)  # clipping_long's λ = 0.01 run
 SKIP_GAIN_FLOOR = Experiment(
     name="skip_gain_floor",
     question="Is AGC's ε floor (a parameter at zero may move only ~lr·λ·ε per step) what "
@@ -130,12 +130,12 @@ SKIP_GAIN_FLOOR = Experiment(
              "240 steps: AGC on all but the head, also leaving out the skip gains, and "
              "ε = 1e-2.",
     preset="cpu",
-    common_flags=LONG_BUDGET,
+    overrides=LONG_BUDGET,
     runs=(
         Run("head_excluded", _FLOOR_BASE, {"clip": "AGC λ=0.01, ε=1e-3"}),
-        Run("skip_gains_excluded", (*_FLOOR_BASE, "--agc-exclude", "^head/|skip_gain$"),
+        Run("skip_gains_excluded", {**_FLOOR_BASE, "agc_exclude": "^head/|skip_gain$"},
             {"clip": "AGC λ=0.01, skip gains excluded"}),
-        Run("eps_1e-2", (*_FLOOR_BASE, "--agc-eps", "1e-2"), {"clip": "AGC λ=0.01, ε=1e-2"}),
+        Run("eps_1e-2", {**_FLOOR_BASE, "agc_eps": 1e-2}, {"clip": "AGC λ=0.01, ε=1e-2"}),
     ),
     report=CURVES,
     seeds=SEEDS,
@@ -164,8 +164,8 @@ def nf_vs_bn_runs(batches: Sequence[int], size: str = "cpu",
     configs = [(nf, NF_VS_BN_CLIPPING), (nf, 0.0), (bn, 0.0), (bn, NF_VS_BN_CLIPPING)]
     return tuple(
         Run(f"batch{batch}_{short}_{'agc' if clip else 'none'}",
-            ("--model", f"{short}_resnet_{size}", *batch_flags(batch, clip, microbatch_size),
-             *(("--agc-exclude", NF_VS_BN_EXCLUDE) if clip else ())),
+            {"model": f"{short}_resnet_{size}", **batch_overrides(batch, clip, microbatch_size),
+             **({"agc_exclude": NF_VS_BN_EXCLUDE} if clip else {})},
             {"batch_size": batch, "model": family, "clipping": clip, "clip": clip_label(clip),
              "curve": f"{family}, {clip_label(clip)}"})
         for batch in batches for (family, short), clip in configs)
@@ -183,9 +183,9 @@ def nf_paper_agc_run(batch: int, size: str = "cpu",
     """NF + AGC at ``batch`` with the skip gains clipped, as in the paper (head excluded)."""
     label = f"{clip_label(NF_VS_BN_CLIPPING)}, skip gains clipped"
     return Run(f"batch{batch}_nf_agc_skip_gains_clipped",
-               ("--model", f"nf_resnet_{size}",
-                *batch_flags(batch, NF_VS_BN_CLIPPING, microbatch_size),
-                "--agc-exclude", PAPER_EXCLUDE),
+               {"model": f"nf_resnet_{size}",
+                **batch_overrides(batch, NF_VS_BN_CLIPPING, microbatch_size),
+                "agc_exclude": PAPER_EXCLUDE},
                {"batch_size": batch, "model": "NF-ResNet", "clipping": NF_VS_BN_CLIPPING,
                 "clip": label, "curve": f"NF-ResNet, {label}"})
 
@@ -200,7 +200,7 @@ NF_VS_BN = Experiment(
              "in data-parallel training. At batch 4096 also NF + AGC with the skip gains "
              "clipped, as in the paper.",
     preset="cpu",
-    common_flags=LONG_BUDGET,
+    overrides=LONG_BUDGET,
     runs=(*nf_vs_bn_runs(BATCH_SIZES), nf_paper_agc_run(SKIP_GAINS_CLIPPED_BATCH)),
     report=Report(figures=(figures.curves_by_batch,), columns=("batch_size", "model", "clip"),
                   legend="curve", step_time=True),
@@ -214,13 +214,13 @@ CPU_PRESET_RETUNE = Experiment(
              "to 0.93? The preset as it is; its skip gains left out of AGC "
              "(skip_gain_floor); that plus 10x the kernels' weight decay.",
     preset="cpu",
-    common_flags=(),
+    overrides={},
     runs=(
-        Run("preset", (), {"clip": "the cpu preset (AGC λ=0.16, head excluded)"}),
-        Run("skip_gains_excluded", ("--agc-exclude", "^head/|skip_gain$"),
+        Run("preset", {}, {"clip": "the cpu preset (AGC λ=0.16, head excluded)"}),
+        Run("skip_gains_excluded", {"agc_exclude": "^head/|skip_gain$"},
             {"clip": "skip gains also excluded"}),
         Run("skip_gains_excluded_wd5e-4",
-            ("--agc-exclude", "^head/|skip_gain$", "--weight-decay", "5e-4"),
+            {"agc_exclude": "^head/|skip_gain$", "weight_decay": 5e-4},
             {"clip": "skip gains also excluded, weight decay 5e-4"}),
     ),
     report=CURVES,

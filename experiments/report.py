@@ -1,59 +1,32 @@
 """An experiment's report from its stored runs alone: a Markdown table and its figures.
 
-Everything is read with :mod:`examples.common.runs`. A run repeated over seeds shows the
-mean ± standard deviation (over seeds, ``ddof=1``) of each number; a run with no finished
-trial keeps its row, marked as not run yet, so a half-finished grid reports what it has.
+Everything is read with :mod:`experiments.runs` from ``results/<experiment>/<trial>/``. A
+run repeated over seeds shows the mean ± standard deviation (over seeds, ``ddof=1``) of
+each number; a run with no finished trial keeps its row, marked as not run yet, so a
+half-finished grid reports what it has.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import pathlib
 import statistics
 from collections.abc import Sequence
 
-from examples.common import runs
-from experiments.runner import REPO_ROOT
-from experiments.spec import Experiment, Run
-
-DEFAULT_FIGURES_DIR = REPO_ROOT / "docs" / "figures"
+from experiments import runs
+from experiments.runs import number
+from experiments.spec import Experiment, Result
 
 
-@dataclasses.dataclass(frozen=True)
-class Result:
-    """A run of the grid with its finished trials.
-
-    Attributes:
-      run: the run.
-      trials: the outputs of its finished trials, in seed order.
-      expected: how many trials the grid asks for (its seeds).
-    """
-
-    run: Run
-    trials: list[runs.RunData]
-    expected: int
-
-    @property
-    def labels(self) -> dict:
-        """The run's labels."""
-        return self.run.labels
-
-
-def load_results(experiment: Experiment, runs_dir: pathlib.Path) -> list[Result]:
+def load_results(experiment: Experiment, results_dir: pathlib.Path) -> list[Result]:
     """Reads every run of ``experiment`` (in grid order), finished trials only."""
     results = []
     for run in experiment.runs:
         trials = experiment.trials(run)
-        finished = [runs.read_run(runs_dir / experiment.name / t.name) for t in trials
-                    if runs.is_finished(runs_dir / experiment.name / t.name)]
+        directories = [results_dir / experiment.name / t.name for t in trials]
+        finished = [runs.read_run(d) for d in directories if runs.is_finished(d)]
         results.append(Result(run, finished, len(trials)))
     return results
-
-
-def number(value: float | None) -> float:
-    """``value`` as a float, NaN for ``None`` (a JSON null)."""
-    return float("nan") if value is None else float(value)
 
 
 def peak_loss(trial: runs.RunData) -> float:
@@ -165,13 +138,13 @@ def table_text(experiment: Experiment, results: Sequence[Result]) -> str:
     return text
 
 
-def report_experiment(experiment: Experiment, runs_dir: pathlib.Path,
+def report_experiment(experiment: Experiment, results_dir: pathlib.Path,
                       figures_dir: pathlib.Path) -> list[pathlib.Path]:
     """Regenerates the figures and the Markdown table of ``experiment`` from stored runs.
 
     Args:
       experiment: the grid.
-      runs_dir: where its runs are stored.
+      results_dir: where its runs are stored (``<results_dir>/<experiment>/<trial>/``).
       figures_dir: where figures (PNG) and the table (``<name>.md``) are written.
 
     Returns:
@@ -180,10 +153,10 @@ def report_experiment(experiment: Experiment, runs_dir: pathlib.Path,
     Raises:
       FileNotFoundError: no run of the experiment has finished.
     """
-    results = load_results(experiment, runs_dir)
+    results = load_results(experiment, results_dir)
     if not any(r.trials for r in results):
         raise FileNotFoundError(
-            f"No finished run of {experiment.name!r} under {runs_dir / experiment.name}; run "
+            f"No finished run of {experiment.name!r} under {results_dir / experiment.name}; run "
             f"`python -m experiments run {experiment.name}` first.")
     finished = [r for r in results if r.trials]
     paths = [path for draw in experiment.report.figures

@@ -1,7 +1,11 @@
 """What an experiment is: a grid of runs, each repeated over seeds, with its own report.
 
-Experiments are plain values (see :mod:`experiments.nf_resnet`); the runner turns each
-(run, seed) pair into a :class:`Trial`, one trainer command in one directory.
+Experiments are plain values (see :mod:`experiments.nf_resnet`). A run is a set of config
+overrides on top of the experiment's preset and its shared overrides; a (run, seed) pair
+is a :class:`Trial`, one trainer process. Overrides are config values, not flag text:
+:func:`as_flags` spells them out only to launch the trainer, and
+:mod:`experiments.fingerprint` compares a stored run's configuration with them field by
+field.
 """
 
 from __future__ import annotations
@@ -9,11 +13,31 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import sys
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
-if TYPE_CHECKING:
-    from experiments.report import Result
+from experiments.runs import RunData
+
+Overrides = Mapping[str, Any]
+
+
+def as_flags(overrides: Overrides) -> list[str]:
+    """The trainer flags that set ``overrides`` (one flag per config field).
+
+    ``field_name: value`` becomes ``--field-name value``; ``True``/``False`` become
+    ``--field-name``/``--no-field-name``; ``None`` becomes ``none``; a float is written
+    exactly (its ``repr``).
+    """
+    argv = []
+    for name, value in overrides.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + flag[2:])
+        elif value is None:
+            argv += [flag, "none"]
+        else:
+            argv += [flag, repr(value) if isinstance(value, float) else str(value)]
+    return argv
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,13 +46,13 @@ class Run:
 
     Attributes:
       name: directory name of the run (of its seed 0), unique in its experiment.
-      flags: trainer flags of this run, added after the experiment's common flags.
+      overrides: config fields this run sets, on top of the experiment's.
       labels: settings that plots and tables group by (e.g. batch size, λ).
       seeds: the seeds to run it with; ``None`` takes the experiment's.
     """
 
     name: str
-    flags: tuple[str, ...]
+    overrides: Overrides
     labels: dict[str, Any]
     seeds: tuple[int, ...] | None = None
 
@@ -39,8 +63,8 @@ class Trial:
 
     Attributes:
       run: the run.
-      seed: the seed; 0 keeps the run's own directory and flags, seed ``k`` runs in
-        ``<run>_seed<k>`` with ``--seed k`` added.
+      seed: the seed; 0 keeps the run's own directory and overrides, seed ``k`` runs in
+        ``<run>_seed<k>`` with ``seed = k`` added.
     """
 
     run: Run
@@ -52,12 +76,32 @@ class Trial:
         return self.run.name if self.seed == 0 else f"{self.run.name}_seed{self.seed}"
 
     @property
-    def flags(self) -> tuple[str, ...]:
-        """The run's flags, plus ``--seed`` for seeds other than 0."""
-        return self.run.flags if self.seed == 0 else (*self.run.flags, "--seed", str(self.seed))
+    def overrides(self) -> dict[str, Any]:
+        """The run's overrides, plus ``seed`` for seeds other than 0."""
+        return dict(self.run.overrides) | ({"seed": self.seed} if self.seed else {})
 
 
-Figure = Callable[["Experiment", Sequence["Result"], pathlib.Path], list[pathlib.Path]]
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """A run of the grid with its finished trials.
+
+    Attributes:
+      run: the run.
+      trials: the outputs of its finished trials, in seed order.
+      expected: how many trials the grid asks for (its seeds).
+    """
+
+    run: Run
+    trials: list[RunData]
+    expected: int
+
+    @property
+    def labels(self) -> dict[str, Any]:
+        """The run's labels."""
+        return self.run.labels
+
+
+Figure = Callable[["Experiment", Sequence[Result], pathlib.Path], list[pathlib.Path]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,21 +128,22 @@ class Experiment:
     """A grid of runs sharing a trainer, a preset and a budget.
 
     Attributes:
-      name: the experiment's name (its directory under the runs dir, its figures' stem).
+      name: the experiment's name (its directory under ``results/``, its figures' stem).
       question: what the experiment measures, one sentence.
       preset: the trainer preset every run starts from.
-      common_flags: flags shared by every run (the budget, the model).
+      overrides: config fields every run sets (the budget, the model).
       runs: the grid.
       report: its figures and table.
       seeds: the seeds of every run that names none.
-      trainer: the module launched with ``python -m`` (e.g. ``examples.nf_resnet.train``).
+      trainer: the module launched with ``python -m`` (e.g. ``examples.nf_resnet.train``);
+        its package's ``configs`` has the presets.
       title: the figures' title, when the report draws one.
     """
 
     name: str
     question: str
     preset: str
-    common_flags: tuple[str, ...]
+    overrides: Overrides
     runs: tuple[Run, ...]
     report: Report
     seeds: tuple[int, ...] = (0,)
@@ -113,7 +158,11 @@ class Experiment:
         """Every trial of the grid, run by run."""
         return [trial for run in self.runs for trial in self.trials(run)]
 
+    def trial_overrides(self, trial: Trial) -> dict[str, Any]:
+        """Every field ``trial`` sets on top of the preset (the trial's win over the grid's)."""
+        return dict(self.overrides) | trial.overrides
+
     def command(self, trial: Trial, workdir: pathlib.Path | str) -> list[str]:
         """The trainer command line of ``trial`` (starting with the interpreter)."""
         return [sys.executable, "-m", self.trainer, "--preset", self.preset,
-                "--workdir", str(workdir), *self.common_flags, *trial.flags]
+                "--workdir", str(workdir), *as_flags(self.trial_overrides(trial))]

@@ -14,18 +14,20 @@ batch 128 with optax's default β₂ = 0.999, 200 steps (0.43 epochs) after a 0.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from experiments import figures
 from experiments.spec import Experiment, Report, Run
 
 TRAINER = "examples.vit.main"
 # The grids' ViT (vit_cpu, 7×7 patches, no dropout, no crops) is pinned: the cpu preset has
 # moved on.
-GRID_MODEL = ("--model", "vit_cpu", "--dropout-rate", "0", "--crop-padding", "0")
-BUDGET = (*GRID_MODEL, "--batch-size", "128", "--b2", "0.999", "--steps", "200",
-          "--warmup-epochs", "0.1", "--log-every-steps", "5")
+GRID_MODEL = {"model": "vit_cpu", "dropout_rate": 0.0, "crop_padding": 0}
+BUDGET = {**GRID_MODEL, "batch_size": 128, "b2": 0.999, "steps": 200, "warmup_epochs": 0.1,
+          "log_every_steps": 5}
 # The cpu preset before shifted patches (vit_cpu, batch 64, lr 1e-3, 7 epochs, no dropout).
-FORMER_CPU_PRESET = (*GRID_MODEL, "--batch-size", "64", "--lr", "1e-3", "--epochs", "7")
-NO_CLIPPING = ("--clipping", "0", "--clip-global-norm", "0")
+FORMER_CPU_PRESET = {**GRID_MODEL, "batch_size": 64, "lr": 1e-3, "epochs": 7}
 PROBE_LRS = (1e-3, 3e-3, 1e-2, 3e-2)
 # vit_lr_probe: 3e-3 trained best (0.777 after 200 steps); at 3e-2 the loss rose from 1.61 to
 # 1.86 at steps 70 to 90 and ended at 1.57, test accuracy 0.494; 1e-2 trained with small bumps.
@@ -49,26 +51,26 @@ def clip_label(placement: str = "", clipping: float = 0.0, global_norm: float = 
     return f"AGC {placement} AdamW λ={clipping:g}" if clipping else "no clipping"
 
 
-def agc_run(name: str, placement: str, clipping: float, *extra: str, variant: str = "",
-            lr: float = UNSTABLE_LR, seeds: tuple[int, ...] | None = None,
-            **labels: str) -> Run:
+def agc_run(name: str, placement: str, clipping: float, extra: Mapping[str, Any] | None = None,
+            variant: str = "", lr: float = UNSTABLE_LR,
+            seeds: tuple[int, ...] | None = None) -> Run:
     """A run with AGC ``placement`` AdamW at λ = ``clipping``.
 
-    ``variant`` (e.g. "kernels only") is appended to the run's ``clip`` label, which names
-    it in tables and legends.
+    ``extra`` are further overrides; ``variant`` (e.g. "kernels only") is appended to the
+    run's ``clip`` label, which names it in tables and legends.
     """
-    flags = ("--lr", f"{lr:g}", "--clipping", f"{clipping:g}", "--clip-global-norm", "0",
-             "--agc-placement", placement, *extra)
+    overrides = {"lr": lr, "clipping": clipping, "clip_global_norm": 0.0,
+                 "agc_placement": placement, **(extra or {})}
     label = clip_label(placement, clipping) + (f", {variant}" if variant else "")
-    return Run(name, flags, {"lr": lr, "clip": label, **labels}, seeds)
+    return Run(name, overrides, {"lr": lr, "clip": label}, seeds)
 
 
 def unclipped_run(name: str, lr: float, global_norm: float = 0.0, variant: str = "",
                   seeds: tuple[int, ...] | None = None) -> Run:
     """A run without AGC: plain AdamW, or global-norm clipping before it."""
-    flags = ("--lr", f"{lr:g}", "--clipping", "0", "--clip-global-norm", f"{global_norm:g}")
+    overrides = {"lr": lr, "clipping": 0.0, "clip_global_norm": global_norm}
     label = clip_label(global_norm=global_norm) + (f", {variant}" if variant else "")
-    return Run(name, flags, {"lr": lr, "clip": label}, seeds)
+    return Run(name, overrides, {"lr": lr, "clip": label}, seeds)
 
 
 VIT_LR_PROBE = Experiment(
@@ -77,7 +79,7 @@ VIT_LR_PROBE = Experiment(
              "rates 1e-3 … 3e-2, batch 128, 200 steps: the probe that picked the placement "
              "grids' unstable rate.",
     preset="cpu",
-    common_flags=BUDGET,
+    overrides=BUDGET,
     runs=tuple(unclipped_run(f"lr{lr:g}", lr, variant=f"lr {lr:g}") for lr in PROBE_LRS),
     report=Report(figures=(figures.curves,), columns=("lr", "clip")),
     seeds=ONE_SEED,
@@ -91,7 +93,7 @@ VIT_PLACEMENT = Experiment(
              "before AdamW (clipping gradients) and after it (clipping updates), each over "
              "a λ range.",
     preset="cpu",
-    common_flags=BUDGET,
+    overrides=BUDGET,
     runs=(
         unclipped_run(f"control_lr{STABLE_LR:g}", STABLE_LR,
                       variant=f"lr {STABLE_LR:g} (control)"),
@@ -115,12 +117,12 @@ VIT_WHAT_TO_CLIP = Experiment(
              f"and after AdamW at lr {UNSTABLE_LR:g}, with them clipped or excluded (the "
              "head always excluded).",
     preset="cpu",
-    common_flags=BUDGET,
+    overrides=BUDGET,
     runs=tuple(
-        agc_run(f"{placement}_{what}", placement, HEADLINE_CLIPPING, *extra,
+        agc_run(f"{placement}_{what}", placement, HEADLINE_CLIPPING, extra,
                 variant=what.replace("_", " "))
         for placement in ("before", "after")
-        for what, extra in (("all", ()), ("kernels_only", ("--no-clip-norms-and-biases",)))
+        for what, extra in (("all", {}), ("kernels_only", {"clip_norms_and_biases": False}))
     ),
     report=Report(figures=(figures.curves, figures.clip_fraction_by_kind), columns=("clip",)),
     seeds=SEEDS,
@@ -134,9 +136,9 @@ VIT_UNITS = Experiment(
              "(query/key/value units mix the heads) and optax's rank rule (output-projection "
              "units split by head).",
     preset="cpu",
-    common_flags=BUDGET,
+    overrides=BUDGET,
     runs=tuple(
-        agc_run(f"{placement}_{units}", placement, HEADLINE_CLIPPING, "--agc-units", units,
+        agc_run(f"{placement}_{units}", placement, HEADLINE_CLIPPING, {"agc_units": units},
                 variant=f"{units} units")
         for placement in ("before", "after") for units in ("infer", "shape", "optax_rank")
     ),
@@ -145,23 +147,23 @@ VIT_UNITS = Experiment(
     trainer=TRAINER,
 )
 
-DROPOUT = ("--dropout-rate", "0.1")
-BATCH_128 = ("--batch-size", "128")
-ERASE = ("--erase-probability", "0.5")
+DROPOUT = {"dropout_rate": 0.1}
+BATCH_128 = {"batch_size": 128}
+ERASE = {"erase_probability": 0.5}
 
 
-def shifted_patch_run(name: str, epochs: int, *flags: str, model: str = "vit_cpu_spt",
-                      lr: str = "1e-3", what: str = "",
+def shifted_patch_run(name: str, epochs: int, changes: Mapping[str, Any] | None = None,
+                      model: str = "vit_cpu_spt", lr: float = 1e-3, what: str = "",
                       seeds: tuple[int, ...] | None = None) -> Run:
     """A run of a shifted-patch ViT for ``epochs`` epochs, AGC before AdamW at λ = 0.01.
 
     Args:
       name: the run's name.
       epochs: training length.
-      *flags: what the run changes (dropout, batch, erasing), on top of the former preset's
-        flags and the ``cpu`` preset.
+      changes: what the run changes (dropout, batch, erasing), on top of the former
+        preset's overrides and the ``cpu`` preset.
       model: the ViT variant.
-      lr: AdamW's peak learning rate, as the flag spells it.
+      lr: AdamW's peak learning rate.
       what: the changes, as the run's ``clip`` label names them (e.g. "dropout 0.1, ").
       seeds: the run's seeds, if not the experiment's.
 
@@ -169,8 +171,8 @@ def shifted_patch_run(name: str, epochs: int, *flags: str, model: str = "vit_cpu
       The run, labelled ``shifted patch tokens, <what>AGC before AdamW λ=0.01, <n> epochs``.
     """
     label = f"shifted patch tokens, {what}AGC before AdamW λ=0.01, {epochs} epochs"
-    return Run(name, ("--model", model, "--lr", lr, *flags, "--epochs", str(epochs)),
-               {"lr": float(lr), "clip": label}, seeds=seeds)
+    return Run(name, {"model": model, "lr": lr, **(changes or {}), "epochs": epochs},
+               {"lr": lr, "clip": label}, seeds=seeds)
 
 
 VIT_CPU_PRESET_RETUNE = Experiment(
@@ -186,49 +188,49 @@ VIT_CPU_PRESET_RETUNE = Experiment(
              "epochs on two CPU devices, with dropout, with weight decay 0.1, and with random "
              "crops of 1-pixel padding (the preset).",
     preset="cpu",
-    common_flags=FORMER_CPU_PRESET,
+    overrides=FORMER_CPU_PRESET,
     runs=(
-        Run("preset", (), {"lr": 1e-3, "clip": "AGC before AdamW λ=0.01, 7 epochs"}),
-        Run("after_lr3e-3", ("--lr", "3e-3", "--agc-placement", "after", "--clipping", "0.01"),
+        Run("preset", {}, {"lr": 1e-3, "clip": "AGC before AdamW λ=0.01, 7 epochs"}),
+        Run("after_lr3e-3", {"lr": 3e-3, "agc_placement": "after", "clipping": 0.01},
             {"lr": 3e-3, "clip": "AGC after AdamW λ=0.01, 7 epochs"}),
         Run("after_lr3e-3_kernels_only_14_epochs",
-            ("--lr", "3e-3", "--agc-placement", "after", "--clipping", "0.01",
-             "--no-clip-norms-and-biases", "--epochs", "14"),
+            {"lr": 3e-3, "agc_placement": "after", "clipping": 0.01,
+             "clip_norms_and_biases": False, "epochs": 14},
             {"lr": 3e-3, "clip": "AGC after AdamW λ=0.01, kernels only, 14 epochs"}),
         Run("p4_width64_lr2e-3_no_flip_16_epochs",
-            ("--model", "vit_cpu_p4", "--batch-size", "128", "--lr", "2e-3",
-             "--warmup-epochs", "0.5", "--no-flip", "--agc-placement", "after",
-             "--clipping", "0.01", "--no-clip-norms-and-biases", "--epochs", "16"),
+            {"model": "vit_cpu_p4", "batch_size": 128, "lr": 2e-3, "warmup_epochs": 0.5,
+             "flip": False, "agc_placement": "after", "clipping": 0.01,
+             "clip_norms_and_biases": False, "epochs": 16},
             {"lr": 2e-3, "clip": "4×4 patches, width 64, after AdamW, kernels only, 16 epochs"}),
-        Run("preset_14_epochs", ("--epochs", "14"),
+        Run("preset_14_epochs", {"epochs": 14},
             {"lr": 1e-3, "clip": "AGC before AdamW λ=0.01, 14 epochs"}),
         shifted_patch_run("shifted_patches_14_epochs", 14, seeds=(0, 1, 2)),
         shifted_patch_run("shifted_patches_dropout0.1_batch128_lr2e-3_20_epochs", 20,
-                          *DROPOUT, *BATCH_128, lr="2e-3",
+                          DROPOUT | BATCH_128, lr=2e-3,
                           what="dropout 0.1, batch 128, ", seeds=(0, 1)),
         shifted_patch_run("shifted_patches_dropout0.1_batch128_lr2e-3_30_epochs", 30,
-                          *DROPOUT, *BATCH_128, lr="2e-3", what="dropout 0.1, batch 128, "),
-        shifted_patch_run("shifted_patches_batch128_lr2e-3_20_epochs", 20, *BATCH_128,
-                          lr="2e-3", what="batch 128, "),
-        shifted_patch_run("shifted_patches_dropout0.1_16_epochs", 16, *DROPOUT,
+                          DROPOUT | BATCH_128, lr=2e-3, what="dropout 0.1, batch 128, "),
+        shifted_patch_run("shifted_patches_batch128_lr2e-3_20_epochs", 20, BATCH_128,
+                          lr=2e-3, what="batch 128, "),
+        shifted_patch_run("shifted_patches_dropout0.1_16_epochs", 16, DROPOUT,
                           what="dropout 0.1, "),
         shifted_patch_run("shifted_patches_diagonal_mask_14_epochs", 14, model="vit_cpu_spt_dm",
                           what="diagonal mask, "),
         shifted_patch_run("shifted_patches_diagonal_mask_qk_norm_14_epochs", 14,
                           model="vit_cpu_spt_dm_qkn", what="diagonal mask, QK-norm, "),
-        shifted_patch_run("shifted_patches_erase0.5_14_epochs", 14, *ERASE,
+        shifted_patch_run("shifted_patches_erase0.5_14_epochs", 14, ERASE,
                           what="random erasing 0.5, "),
         shifted_patch_run("shifted_patches_dropout0.1_batch128_lr2e-3_erase0.5_18_epochs", 18,
-                          *DROPOUT, *BATCH_128, *ERASE, lr="2e-3",
+                          DROPOUT | BATCH_128 | ERASE, lr=2e-3,
                           what="dropout 0.1, batch 128, random erasing 0.5, "),
         shifted_patch_run("shifted_patches_2_cpu_devices_28_epochs", 28,
                           what="2 CPU devices, ", seeds=(0, 1, 2)),
-        shifted_patch_run("shifted_patches_2_cpu_devices_dropout0.1_28_epochs", 28, *DROPOUT,
+        shifted_patch_run("shifted_patches_2_cpu_devices_dropout0.1_28_epochs", 28, DROPOUT,
                           what="2 CPU devices, dropout 0.1, "),
         shifted_patch_run("shifted_patches_2_cpu_devices_wd0.1_28_epochs", 28,
-                          "--weight-decay", "0.1", what="2 CPU devices, weight decay 0.1, "),
+                          {"weight_decay": 0.1}, what="2 CPU devices, weight decay 0.1, "),
         shifted_patch_run("shifted_patches_2_cpu_devices_crop1_28_epochs", 28,
-                          "--crop-padding", "1",
+                          {"crop_padding": 1},
                           what="2 CPU devices, crops of 1-pixel padding, ", seeds=(0, 1, 2)),
     ),
     report=Report(figures=(figures.curves,), columns=("lr", "clip")),

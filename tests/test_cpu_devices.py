@@ -16,10 +16,11 @@ import jax
 import numpy as np
 import pytest
 
-from examples.common import datasets, runs
+from examples.common import datasets
 from examples.common.cpu_devices import use_cpu_devices
 from examples.common.errors import UserError
 from examples.vit import configs, train
+from experiments.runs import read_run
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FLAGS = ["--preset", "smoke", "--train-examples", "1024", "--test-examples", "500",
@@ -56,7 +57,7 @@ def test_two_cpu_devices_train_as_one_does_and_a_run_resumes_on_either(tmp_path)
     assert "on 2 cpu device(s)" in result.stderr
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert summary["num_devices"] == 2 and summary["config"]["cpu_devices"] == 2
-    one, two = runs.read_run(tmp_path / "one"), runs.read_run(tmp_path / "two")
+    one, two = read_run(tmp_path / "one"), read_run(tmp_path / "two")
     np.testing.assert_allclose([r["train_loss"] for r in two.train],
                                [r["train_loss"] for r in one.train], rtol=1e-5)
     # The split is how the run was computed, not what: one device may continue it.

@@ -27,8 +27,8 @@ import agc_optax
 from tools.griffe_sphinx_roles import rewrite
 
 REPO = Path(__file__).resolve().parents[1]
-# Stored runs and generated tables hold no code of their own.
-GENERATED = ("docs/runs/", "docs/figures/")
+# Generated tables hold no code of their own.
+GENERATED = ("docs/figures/",)
 PAGES = sorted(
     path.relative_to(REPO).as_posix()
     for path in [REPO / "README.md", *(REPO / "docs").rglob("*.md")]

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from examples.common import datasets, runs
+from examples.common import datasets
 from examples.nf_resnet import configs, evaluate, train
+from experiments.runs import read_run
 
 # 512 training examples in batches of 64: checkpoints at steps 8 and 16.
 TINY = dataclasses.replace(configs.get_config("smoke"), train_examples=512, test_examples=300,
@@ -20,7 +21,7 @@ TINY = dataclasses.replace(configs.get_config("smoke"), train_examples=512, test
                     reason="Fashion-MNIST is not installed")
 def test_a_restored_run_reports_and_predicts_its_test_accuracy(tmp_path, capsys):
     summary = train.train_and_evaluate(TINY, tmp_path)
-    evals = {r["step"]: r for r in runs.read_run(tmp_path).evals}
+    evals = {r["step"]: r for r in read_run(tmp_path).evals}
 
     assert evaluate.main(["--workdir", str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -7,26 +7,21 @@ import dataclasses
 import pytest
 
 from experiments import report, runner, vit
-from experiments.spec import Run
-
-
-def flag(run: Run, name: str) -> str | None:
-    flags = run.flags
-    return flags[flags.index(name) + 1] if name in flags else None
 
 
 def test_placement_grid_covers_every_placement_at_the_unstable_rate_with_a_control():
     runs = vit.VIT_PLACEMENT.runs
-    by_setting = {(flag(r, "--lr"), flag(r, "--clipping"), flag(r, "--clip-global-norm"),
-                   flag(r, "--agc-placement")) for r in runs}
-    unstable, stable = f"{vit.UNSTABLE_LR:g}", f"{vit.STABLE_LR:g}"
-    assert (stable, "0", "0", None) in by_setting  # the control
-    assert (unstable, "0", "0", None) in by_setting  # unclipped AdamW
-    assert (unstable, "0", "1", None) in by_setting  # global norm 1.0
+    settings = [(r.overrides["lr"], r.overrides["clipping"], r.overrides["clip_global_norm"],
+                 r.overrides.get("agc_placement")) for r in runs]
+    unstable, stable = vit.UNSTABLE_LR, vit.STABLE_LR
+    assert (stable, 0.0, 0.0, None) in settings  # the control
+    assert (unstable, 0.0, 0.0, None) in settings  # unclipped AdamW
+    assert (unstable, 0.0, 1.0, None) in settings  # global norm 1.0
     for placement, clippings in (("before", vit.BEFORE_CLIPPINGS),
                                  ("after", vit.AFTER_CLIPPINGS)):
-        assert {(unstable, f"{c:g}", "0", placement) for c in clippings} <= by_setting
-    assert len(by_setting) == len(runs)  # no run twice
+        assert {(unstable, c, 0.0, placement) for c in clippings} <= set(settings)
+    assert len(set(settings)) == len(settings) == 3 + len(vit.BEFORE_CLIPPINGS) + len(
+        vit.AFTER_CLIPPINGS)  # no run twice, nothing else
 
 
 def test_headline_comparisons_have_three_seeds_and_sweep_points_one():
@@ -40,15 +35,15 @@ def test_headline_comparisons_have_three_seeds_and_sweep_points_one():
 
 
 def test_what_to_clip_and_units_vary_one_thing_each():
-    what = {r.name: r.flags for r in vit.VIT_WHAT_TO_CLIP.runs}
+    what = {r.name: r.overrides for r in vit.VIT_WHAT_TO_CLIP.runs}
     for placement in ("before", "after"):
-        assert what[f"{placement}_kernels_only"] == (*what[f"{placement}_all"],
-                                                     "--no-clip-norms-and-biases")
-    units = {flag(r, "--agc-units") for r in vit.VIT_UNITS.runs}
-    assert units == {"infer", "shape", "optax_rank"}
+        assert what[f"{placement}_kernels_only"] == {**what[f"{placement}_all"],
+                                                     "clip_norms_and_biases": False}
+    units = [r.overrides["agc_units"] for r in vit.VIT_UNITS.runs]
+    assert sorted(units) == sorted(["infer", "shape", "optax_rank"] * 2)
     for grid in (vit.VIT_WHAT_TO_CLIP, vit.VIT_UNITS):
-        assert {flag(r, "--lr") for r in grid.runs} == {f"{vit.UNSTABLE_LR:g}"}
-        assert {flag(r, "--clipping") for r in grid.runs} == {f"{vit.HEADLINE_CLIPPING:g}"}
+        assert {r.overrides["lr"] for r in grid.runs} == {vit.UNSTABLE_LR}
+        assert {r.overrides["clipping"] for r in grid.runs} == {vit.HEADLINE_CLIPPING}
         assert len({r.labels["clip"] for r in grid.runs}) == len(grid.runs)  # legends differ
 
 
@@ -58,8 +53,8 @@ def test_driver_resumes_a_smoke_sized_vit_grid(tmp_path):
     picked = [r for r in vit.VIT_PLACEMENT.runs if r.name in ("before0.01", "after0.01")]
     tiny = dataclasses.replace(
         vit.VIT_PLACEMENT, name="vit_tiny", preset="smoke", seeds=(0,),
-        common_flags=("--steps", "4", "--train-examples", "512", "--test-examples", "200",
-                      "--log-every-steps", "2"),
+        overrides={"steps": 4, "train_examples": 512, "test_examples": 200,
+                   "log_every_steps": 2},
         runs=tuple(dataclasses.replace(r, seeds=None) for r in picked))
     launched = []
 
@@ -67,12 +62,14 @@ def test_driver_resumes_a_smoke_sized_vit_grid(tmp_path):
         launched.append(workdir.name)
         return runner.launch_subprocess(command, workdir)
 
-    first = runner.run_experiment(tiny, tmp_path, only=["before0.01"], launch=counting_launch)
-    assert first == {"before0.01": "ran"}, (tmp_path / "vit_tiny/before0.01/train.log").read_text()
-    second = runner.run_experiment(tiny, tmp_path, launch=counting_launch)
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    first = runner.run_experiment(tiny, results, runs, only=["before0.01"],
+                                  launch=counting_launch)
+    assert first == {"before0.01": "ran"}, (runs / "vit_tiny/before0.01/train.log").read_text()
+    second = runner.run_experiment(tiny, results, runs, launch=counting_launch)
     assert second == {"before0.01": "done", "after0.01": "ran"}
-    assert launched == ["before0.01", "after0.01"]  # the finished run was not launched again
-    written = {p.name for p in report.report_experiment(tiny, tmp_path, tmp_path / "figures")}
+    assert launched == ["before0.01", "after0.01"]  # the stored trial was not launched again
+    written = {p.name for p in report.report_experiment(tiny, results, tmp_path / "figures")}
     assert written == {"vit_tiny.png", "vit_tiny_clip_fraction.png", "vit_tiny.md"}
     table = (tmp_path / "figures" / "vit_tiny.md").read_text()
     assert "AGC before AdamW λ=0.01" in table and "AGC after AdamW λ=0.01" in table

@@ -20,8 +20,9 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from examples.common import datasets, runs, steps, trainer
+from examples.common import datasets, steps, trainer
 from examples.nf_resnet import configs, main, train
+from experiments.runs import read_run
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TRAIN_FIELDS = {"step", "train_loss", "train_accuracy", "learning_rate", "clip_fraction",
@@ -41,7 +42,7 @@ needs_data = pytest.mark.skipif(datasets.locate("fashion_mnist") is None,
 
 
 def read_metrics(workdir: pathlib.Path) -> tuple[list[dict], list[dict]]:
-    run = runs.read_run(workdir)
+    run = read_run(workdir)
     return run.train, run.evals
 
 

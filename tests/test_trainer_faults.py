@@ -26,6 +26,7 @@ import pytest
 from examples.common import checkpointing, datasets, runs, trainer, workdir
 from examples.common.errors import UserError
 from examples.nf_resnet import configs, main, train
+from experiments.runs import read_run
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FASHION = datasets.locate("fashion_mnist")
@@ -167,7 +168,7 @@ def test_a_work_directory_holding_a_run_is_refused_resumed_or_overwritten(tmp_pa
     assert main.main([*TINY_FLAGS, "--steps", "3", "--seed", "1", "--workdir", str(run_dir),
                       "--overwrite"]) == 0
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["3"]
-    assert [r["step"] for r in runs.read_run(run_dir).records] == [3, 3]
+    assert [r["step"] for r in read_run(run_dir).records] == [3, 3]
     assert json.loads((run_dir / "config.json").read_text())["seed"] == 1
 
 
@@ -263,7 +264,7 @@ def test_sigterm_checkpoints_the_current_step_and_resume_ends_bit_identical(
         np.testing.assert_array_equal(a, b)
     assert resumed["final_test_accuracy"] == uninterrupted[1]["final_test_accuracy"]
     # The first record after the resume says how many steps it averages.
-    first = next(r for r in runs.read_run(run_dir).train if r["step"] > stopped)
+    first = next(r for r in read_run(run_dir).train if r["step"] > stopped)
     assert first["steps_in_record"] == first["step"] - stopped
     assert first["step"] == -(-(stopped + 1) // 4) * 4
 
@@ -301,8 +302,8 @@ def test_kill_9_during_a_checkpoint_write_resumes_from_the_last_complete_one(
     assert resumed["resumed_from_step"] == 8 and resumed["steps"] == 24
     for a, b in zip(final_params(uninterrupted[0]), final_params(run_dir), strict=True):
         np.testing.assert_array_equal(a, b)
-    records = runs.read_run(run_dir).records
-    reference = runs.read_run(uninterrupted[0]).records
+    records = read_run(run_dir).records
+    reference = read_run(uninterrupted[0]).records
     assert [r["step"] for r in records] == [r["step"] for r in reference]
     assert not [p for p in (run_dir / "checkpoints").iterdir() if "tmp" in p.name]
 
@@ -320,7 +321,7 @@ def test_a_failed_checkpoint_write_is_an_error_at_that_step(tmp_path, monkeypatc
                                         r" \(No space left on device\)"):
         train.train_and_evaluate(TINY, tmp_path)
     # Raised at step 8's save: no training step ran after it.
-    assert runs.read_run(tmp_path).records[-1]["step"] == 8
+    assert read_run(tmp_path).records[-1]["step"] == 8
 
 
 def test_a_writing_checkpointer_deletes_unfinished_writes_and_a_reader_does_not(tmp_path):

@@ -12,8 +12,9 @@ import pytest
 from flax import nnx
 
 import agc_optax
-from examples.common import datasets, errors, flags, runs
+from examples.common import datasets, errors, flags
 from examples.vit import configs, main, train
+from experiments.runs import read_run
 
 # 1024 training examples in batches of 64: 16 steps per epoch.
 TINY = dataclasses.replace(configs.get_config("smoke"), train_examples=1024, test_examples=500,
@@ -28,7 +29,7 @@ TINY = dataclasses.replace(configs.get_config("smoke"), train_examples=1024, tes
 def test_vit_trains_on_a_small_subset(tmp_path, placement):
     config = dataclasses.replace(TINY, agc_placement=placement, clipping=0.05)
     summary = train.train_and_evaluate(config, tmp_path)
-    run = runs.read_run(tmp_path)
+    run = read_run(tmp_path)
     losses = [r["train_loss"] for r in run.train]
     assert losses[-1] < losses[0] - 0.3, losses
     assert [r["step"] for r in run.evals] == [16, 32, 48]

@@ -17,6 +17,7 @@ A model family (``examples/nf_resnet``, ``examples/vit``) brings only what is it
 - ``main.py``: :func:`examples.common.flags.parse` (one flag per config field), then
   :mod:`examples.common.launch` and ``train_and_evaluate``.
 
-Runs write ``metrics.jsonl`` and ``summary.json``, read back by :mod:`examples.common.runs`
-(plots: ``python -m examples.common.plot``; experiments: ``python -m experiments``).
+Runs write ``config.json``, ``metrics.jsonl`` and ``summary.json``
+(:mod:`examples.common.runs` names them); plots and experiment reports read them back with
+:mod:`experiments.runs` (``python -m experiments.plot``, ``python -m experiments``).
 """

@@ -1,12 +1,30 @@
-"""The configuration fields the shared trainer reads; each family's config extends it."""
+"""The configuration fields the shared trainer reads; each family's config extends it.
+
+Some fields say in their metadata how they relate to a run's result, the one place that
+the work directory's resume check (:mod:`examples.common.workdir`) and the experiments'
+comparison of stored runs read it from:
+
+- ``metadata["execution_only"]``: the field changes how a run is computed, not what it
+  computes (up to float rounding), so a resumed run may change it and a stored run made
+  with another value still stands;
+- ``metadata["batch_statistics"]``: except for a model with batch statistics (BatchNorm
+  normalizes each microbatch on its own), where the field decides the result;
+- ``metadata["unused_when_set"]``: the name of another field that, once set (not
+  ``None``), makes this one irrelevant (``epochs`` beside ``steps``).
+"""
 
 import dataclasses
 import importlib
+from collections.abc import Mapping
+from typing import Any
 
 from examples.common import datasets
 
-# Fields a set other field makes irrelevant: ``epochs`` is unused once ``steps`` is set.
-UNUSED_WHEN_SET = {"epochs": "steps"}
+# The metadata of an execution-only field. A microbatch split gives the whole batch's
+# gradient (up to float rounding); the data directory is where the same files are read
+# from; evaluation batches and the logging interval do not touch the training state; CPU
+# devices split the same batch (and its batch statistics are reduced over all of them).
+EXECUTION_ONLY = {"execution_only": True}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,13 +74,14 @@ class LoopConfig:
 
     dataset: str = dataclasses.field(default="fashion_mnist",
                                      metadata={"choices": tuple(sorted(datasets.SOURCES))})
-    data_dir: str | None = None
+    data_dir: str | None = dataclasses.field(default=None, metadata=EXECUTION_ONLY)
     train_examples: int | None = None
     test_examples: int | None = None
     model: str = ""
     batch_size: int = 256
-    microbatch_size: int | None = None
-    epochs: int = 10
+    microbatch_size: int | None = dataclasses.field(
+        default=None, metadata={**EXECUTION_ONLY, "batch_statistics": True})
+    epochs: int = dataclasses.field(default=10, metadata={"unused_when_set": "steps"})
     steps: int | None = None
     label_smoothing: float = 0.1
     clipping: float = 0.01
@@ -74,10 +93,37 @@ class LoopConfig:
     erase_probability: float = 0.0
     dtype: str = dataclasses.field(default="auto",
                                    metadata={"choices": ("auto", "float32", "bfloat16")})
-    cpu_devices: int | None = None
-    eval_batch_size: int = 1000
-    log_every_steps: int = 50
+    cpu_devices: int | None = dataclasses.field(default=None, metadata=EXECUTION_ONLY)
+    eval_batch_size: int = dataclasses.field(default=1000, metadata=EXECUTION_ONLY)
+    log_every_steps: int = dataclasses.field(default=50, metadata=EXECUTION_ONLY)
     seed: int = 0
+
+
+def execution_only_fields(config: Any) -> tuple[str, ...]:
+    """The fields of a config (class or instance) marked ``execution_only``, in order."""
+    return tuple(f.name for f in dataclasses.fields(config) if f.metadata.get("execution_only"))
+
+
+def batch_statistics_fields(config: Any) -> tuple[str, ...]:
+    """The execution-only fields that decide the result of a model with batch statistics."""
+    return tuple(f.name for f in dataclasses.fields(config)
+                 if f.metadata.get("batch_statistics"))
+
+
+def unused_fields(config: Any, *values: Mapping[str, Any]) -> set[str]:
+    """The fields that another field, set in every one of ``values``, makes irrelevant.
+
+    Args:
+      config: a config class or instance (its fields' metadata).
+      *values: configurations as dicts (e.g. a stored run's and today's).
+
+    Returns:
+      The names of the fields marked ``unused_when_set`` whose setter is not ``None`` in
+      every one of ``values``.
+    """
+    return {f.name for f in dataclasses.fields(config)
+            if (setter := f.metadata.get("unused_when_set"))
+            and all(v.get(setter) is not None for v in values)}
 
 
 def load_preset(package: str, presets: tuple[str, ...], preset: str) -> LoopConfig:

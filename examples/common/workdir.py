@@ -14,23 +14,20 @@ import pathlib
 import shutil
 from typing import Any
 
+from examples.common import config as config_lib
 from examples.common import runs
 from examples.common.errors import UserError, flag
 
-CONFIG = "config.json"
+CONFIG = runs.CONFIG
 CHECKPOINTS = "checkpoints"
 # What a run writes; --overwrite deletes exactly these.
 RUN_FILES = (CONFIG, runs.METRICS, runs.SUMMARY, CHECKPOINTS)
 # Fields that change how a run is computed, not what it computes: a resumed run may change
-# them. A microbatch split gives the whole batch's gradient (up to float rounding); the
-# data directory is where the same files are read from; evaluation batches and the
-# logging interval do not touch the training state; CPU devices split the same batch (and
-# its batch statistics are reduced over all of them).
-EXECUTION_ONLY = ("microbatch_size", "data_dir", "eval_batch_size", "log_every_steps",
-                  "cpu_devices")
+# them (the fields :mod:`examples.common.config` marks ``execution_only``, and says why).
+EXECUTION_ONLY = config_lib.execution_only_fields(config_lib.LoopConfig)
 # Not so for a model with batch statistics: BatchNorm normalizes each microbatch on its own
 # ("ghost" batch norm), so the split changes what the run computes.
-BATCH_STATISTICS_FIELDS = ("microbatch_size",)
+BATCH_STATISTICS_FIELDS = config_lib.batch_statistics_fields(config_lib.LoopConfig)
 
 
 def existing_run_files(workdir: pathlib.Path) -> list[str]:

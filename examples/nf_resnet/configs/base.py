@@ -51,3 +51,13 @@ class TrainConfig(LoopConfig):
     warmup_epochs: float = 1.0
     momentum: float = 0.9
     weight_decay: float = 5e-5
+
+
+def has_batch_statistics(model: str) -> bool:
+    """Whether ``model`` normalizes with batch statistics (the BatchNorm ResNets).
+
+    Such a model's result depends on the fields that ``examples.common.config`` marks
+    ``batch_statistics`` (the microbatch split), which are otherwise execution-only.
+    """
+    spec = models.VARIANTS.get(model)
+    return spec is not None and spec.normalization == "batch"

@@ -1,6 +1,6 @@
 """The CPU preset: full Fashion-MNIST on 2 CPU cores, ≥ 0.92 test accuracy.
 
-Measured (docs/runs/cpu_preset): 10 epochs of the 300K-parameter ``nf_resnet_cpu`` reach
+Measured (results/cpu_preset): 10 epochs of the 300K-parameter ``nf_resnet_cpu`` reach
 0.922 in 13-15 minutes on a shared 2-core AMD EPYC VM (670 images/s; 8 epochs end at 0.9198).
 Two re-tunings from the experiments (made before agc compared squared norms, when the
 preset gave 0.9234) ended within 0.0012 of it, not at 0.93: the skip gains
