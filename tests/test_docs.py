@@ -9,6 +9,8 @@
   ``bash scripts/X.sh`` names a script of the repository.
 - ``mkdocs build --strict`` (warnings are errors) builds the site, whose API page documents
   every public name of ``agc_optax``.
+- Every figure under ``docs/`` is shown on some page, and every generated table
+  (``docs/figures/*.md``) is included in one; what a page shows exists.
 """
 
 from __future__ import annotations
@@ -75,6 +77,35 @@ def test_python_blocks_run(page: str, monkeypatch: pytest.MonkeyPatch) -> None:
             continue
         # Leading blank lines make tracebacks point at the Markdown file's own lines.
         exec(compile("\n" * (first_line - 1) + code, str(REPO / page), "exec"), namespace)
+
+
+# ``![alt](path)`` shows a figure; ``--8<-- "path"`` includes a file (pymdownx.snippets).
+IMAGE = re.compile(r"!\[[^\]]*\]\((?P<target>[^)\s]+)")
+SNIPPET = re.compile(r'^\s*--8<-- "(?P<target>[^"]+)"', re.M)
+
+
+def shown_files() -> dict[Path, str]:
+    """Every file a page shows as a figure or includes, resolved -> the first page doing so."""
+    shown: dict[Path, str] = {}
+    for page in PAGES:
+        text = (REPO / page).read_text()
+        for match in IMAGE.finditer(text):
+            if "://" not in match["target"]:
+                shown.setdefault(((REPO / page).parent / match["target"]).resolve(), page)
+        for match in SNIPPET.finditer(text):  # ``"README.md:section"`` includes a part.
+            shown.setdefault((REPO / match["target"].split(":")[0]).resolve(), page)
+    return shown
+
+
+def test_every_figure_and_generated_table_is_shown_on_a_page() -> None:
+    shown = shown_files()
+    figures = {*(REPO / "docs").rglob("*.png"), *(REPO / "docs" / "figures").glob("*.md")}
+    assert len(figures) > 20
+    unshown = sorted(p.relative_to(REPO).as_posix() for p in figures if p.resolve() not in shown)
+    assert not unshown, f"shown on no page (add it where its experiment is discussed): {unshown}"
+    missing = sorted(f"{page}: {path.relative_to(REPO.resolve())}"
+                     for path, page in shown.items() if not path.is_file())
+    assert not missing, f"pages show files that do not exist: {missing}"
 
 
 def test_few_blocks_are_marked_not_run() -> None:
