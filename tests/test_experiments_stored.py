@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import subprocess
 
-from experiments import catalog, paths, report, runner, runs
+import pytest
+
+from experiments import catalog, cli, paths, report, runner, runs
 from tests.helpers.experiment_fixtures import REPO
 
 
@@ -74,3 +76,14 @@ def test_the_run_figures_draw_stored_runs():
         assert (paths.FIGURES_DIR / name).is_file(), name
         for run in runs_of:
             assert json.loads((paths.RESULTS_DIR / run / runs.SUMMARY).read_text())["config"]
+
+
+@pytest.mark.slow
+def test_one_command_regenerates_every_figure_and_table_of_the_docs(tmp_path, capsys):
+    assert cli.main(["report", "--all", "--figures-dir", str(tmp_path)]) == 0
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == sorted(p.name for p in paths.FIGURES_DIR.iterdir())
+    for name in written:  # Figures may differ by matplotlib release, tables may not.
+        if name.endswith(".md"):
+            assert (tmp_path / name).read_text() == (paths.FIGURES_DIR / name).read_text()
+    capsys.readouterr()
