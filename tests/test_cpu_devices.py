@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from examples.common import datasets, runs
-from examples.common.cpu_devices import use_cpu_devices
+from examples.common.devices import use_cpu_devices
 from examples.common.errors import UserError
 from examples.vit import configs, train
 

@@ -23,7 +23,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from examples.common import checkpointing, datasets, runs, trainer, workdir
+from examples.common import checkpointing, datasets, runs, workdir
 from examples.common.errors import UserError
 from examples.nf_resnet import configs, main, train
 
@@ -134,13 +134,6 @@ def test_a_bad_flag_value_is_two_lines_not_the_whole_usage(capsys):
         f"(see {main.PROG} --help)"]
 
 
-def test_logs_show_a_work_directory_relative_to_the_current_one(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert trainer.shown_path(tmp_path / "runs" / "a") == "runs/a"
-    outside = tmp_path.parent / "elsewhere"
-    assert trainer.shown_path(outside) == str(outside)
-
-
 # --- one run per work directory ------------------------------------------------------------
 
 @needs_data
@@ -210,26 +203,26 @@ def test_an_unwritable_metrics_file_on_resume_is_a_user_error(tmp_path, monkeypa
 
 @needs_data
 def test_the_host_dispatches_at_most_two_steps_beyond_the_running_one(tmp_path, monkeypatch):
-    """Hundreds of queued steps aborted XLA:CPU on two devices (``trainer.MAX_STEPS_AHEAD``)."""
+    """Hundreds of queued steps aborted XLA:CPU on two devices (``devices.MAX_STEPS_AHEAD``)."""
     events: list[tuple[str, int]] = []
     dispatched: list[object] = []
-    jit_steps, block_until_ready = trainer.jit_steps, jax.block_until_ready
+    set_up, block_until_ready = train.set_up, jax.block_until_ready
 
-    def recording_jit_steps(ctx, shardings):
-        train_fn, eval_fn = jit_steps(ctx, shardings)
+    def recording_set_up(config):
+        setup = set_up(config)
 
         def recording_train_fn(state, batch):
-            state, metrics = train_fn(state, batch)
+            state, metrics = setup.train_fn(state, batch)
             events.append(("dispatch", len(dispatched)))
             dispatched.append(metrics)
             return state, metrics
-        return recording_train_fn, eval_fn
+        return setup._replace(train_fn=recording_train_fn)
 
     def recording_block_until_ready(x):
         events.extend(("wait", i) for i, m in enumerate(dispatched) if m is x)
         return block_until_ready(x)
 
-    monkeypatch.setattr(trainer, "jit_steps", recording_jit_steps)
+    monkeypatch.setattr(train, "set_up", recording_set_up)
     monkeypatch.setattr(jax, "block_until_ready", recording_block_until_ready)
     # One training record, at the end: no fetch of the metrics bounds the queue meanwhile.
     train.train_and_evaluate(dataclasses.replace(TINY, steps=12, log_every_steps=100), tmp_path)

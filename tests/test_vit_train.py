@@ -13,7 +13,7 @@ from flax import nnx
 
 import agc_optax
 from examples.common import datasets, errors, flags, runs
-from examples.vit import configs, main, train
+from examples.vit import configs, main, models, train
 
 # 1024 training examples in batches of 64: 16 steps per epoch.
 TINY = dataclasses.replace(configs.get_config("smoke"), train_examples=1024, test_examples=500,
@@ -66,7 +66,7 @@ def test_unknown_choices_are_one_line_errors(flag, capsys):
 ])
 def test_agc_units_flag_picks_the_rule(units, query, out):
     config = dataclasses.replace(configs.get_config("smoke"), agc_units=units)
-    rule = train.unit_axes(config) or agc_optax.default_unit_axes
+    rule = models.unit_axes(config) or agc_optax.default_unit_axes
     assert rule("blocks/0/attention/query/kernel", jnp.zeros((32, 2, 16))) == query
     assert rule("blocks/0/attention/out/kernel", jnp.zeros((2, 16, 32))) == out
 
@@ -77,7 +77,7 @@ def test_a_model_whose_patches_do_not_tile_the_images_is_a_user_error():
     # The variants with 4-pixel patches tile 32×32; the 7-pixel ones do not.
     tiling = r"\['vit_cpu_p4', 'vit_small'\]"
     with pytest.raises(errors.UserError, match=rf"--model vit_cpu .* pick one of {tiling}"):
-        train.create_model(config, 10, 3, nnx.Rngs(0))
+        models.create_model(config, 10, 3, nnx.Rngs(0))
 
 
 @pytest.mark.parametrize("name", ["b1", "b2"])

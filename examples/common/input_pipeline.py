@@ -239,6 +239,28 @@ def random_erase(rng: jax.Array, images: jax.Array, probability: float) -> jax.A
     return erase(images, boxes, jax.random.normal(noise_rng, images.shape, images.dtype))
 
 
+def device_batches(data: Any, global_batch_size: int, seed: int,
+                   sharding: jax.sharding.Sharding, state: dict[str, Any] | None
+                   ) -> tuple["DevicePrefetcher", dict[str, Any]]:
+    """The training batches on the devices, from loader state ``state`` on.
+
+    Args:
+      data: the dataset (``train_images``, ``train_labels``).
+      global_batch_size: examples per step over all processes.
+      seed: shuffling seed.
+      sharding: the sharding of a global batch.
+      state: where a resumed run's loader stood (``None``: the start).
+
+    Returns:
+      ``(batches, state)``: an iterator of ``(device batch, loader state after it)`` and
+      the loader's state before the first batch (what a checkpoint stores before a step).
+    """
+    iterator = iterate(train_dataset(
+        data.train_images, data.train_labels, global_batch_size=global_batch_size, seed=seed,
+        process_index=jax.process_index(), process_count=jax.process_count()), state)
+    return DevicePrefetcher(iterator, sharding), iterator.get_state()
+
+
 class DevicePrefetcher:
     """Moves batches to devices in a background thread, a few steps ahead.
 
