@@ -3,7 +3,7 @@
 from examples.common.config import load_preset
 from examples.nf_resnet.configs.base import MODEL_CHOICES, TrainConfig, validate
 
-PRESETS = ("smoke", "cpu", "gpu")
+PRESETS = ("smoke", "cpu", "gpu", "imagenet_nfnet_f0", "imagenet_nf_resnet50", "finetune")
 
 
 def get_config(preset: str) -> TrainConfig:
