@@ -23,7 +23,7 @@ import numpy as np
 from flax import nnx
 
 from agc_optax import path_to_str
-from examples.common import checkpointing, devices, errors, input_pipeline, launch
+from examples.common import checkpointing, errors, input_pipeline, launch
 from examples.common import workdir as workdir_lib
 
 
@@ -87,10 +87,7 @@ class TrainedModel:
     def evaluate(self) -> dict[str, float]:
         """Returns ``test_loss`` and ``test_accuracy`` over the configured test images."""
         setup = self.setup
-        batch_size = devices.eval_batch_size(self.config.eval_batch_size,
-                                             len(setup.data.test_images))
-        return self.train.evaluate(setup.eval_fn, setup.state, setup.data, setup.mesh.batch,
-                                   batch_size)
+        return self.train.evaluate(setup.eval_fn, setup.state, setup.data, setup.mesh.batch)
 
 
 def load(train: ModuleType, config_class: type, workdir: str | pathlib.Path,
@@ -224,7 +221,7 @@ def main(argv: Sequence[str] | None, *, prog: str, train: ModuleType,
         result = trained.evaluate()
         print(f"{args.workdir.absolute()} step {trained.step}: test_accuracy="
               f"{result['test_accuracy']:.4f} test_loss={result['test_loss']:.4f} on "
-              f"{len(trained.setup.data.test_images)} test images")
+              f"{trained.setup.data.num_eval_examples} test images")
         if args.params is not None:
             print("\n".join(describe_params(trained.model, args.params)))
         return 0

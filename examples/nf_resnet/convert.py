@@ -90,8 +90,9 @@ def convert(checkpoint: str | pathlib.Path, config: TrainConfig, workdir: str | 
     tx, _ = train.create_optimizer(config, config.steps or config.epochs * steps_per_epoch,
                                     steps_per_epoch)
     state_params = nnx.state(model, nnx.Param)
+    ema_params = state_params if config.ema_decay > 0 else nnx.State({})
     state = train.TrainState(jnp.zeros((), jnp.int32), state_params,
-                       nnx.state(model, nnx.BatchStat), tx.init(state_params))
+                             nnx.state(model, nnx.BatchStat), tx.init(state_params), ema_params)
     workdir_lib.prepare(workdir, config, resume=False, overwrite=overwrite)
     workdir_lib.write_config(workdir, config)
     checkpointer = checkpointing.Checkpointer(workdir / workdir_lib.CHECKPOINTS)

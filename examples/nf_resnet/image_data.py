@@ -49,9 +49,19 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grain
+import jax
 import numpy as np
 
-from examples.common import errors, image_folder, imagenet_preprocessing, synthetic, tfds_source
+from examples.common import (
+    datasets,
+    devices,
+    errors,
+    image_folder,
+    imagenet_preprocessing,
+    input_pipeline,
+    synthetic,
+    tfds_source,
+)
 from examples.nf_resnet import nfnet_specs
 from examples.nf_resnet.configs.base import IMAGE_DATASETS, TrainConfig
 
@@ -140,6 +150,7 @@ class ImageData:
     make_eval: Callable[[], Any] = dataclasses.field(repr=False)
     mean: np.ndarray = dataclasses.field(default_factory=lambda: MEAN, repr=False)
     std: np.ndarray = dataclasses.field(default_factory=lambda: STD, repr=False)
+    in_features: int = 3  # RGB.
 
     def train_batches(self, seed: int, data_state: dict[str, Any] | None = None) -> Any:
         """This process's endless stream of training batches.
@@ -283,3 +294,21 @@ def load(config: TrainConfig, process_index: int = 0, process_count: int = 1) ->
                 data.name, data.num_classes, data.num_train_examples, data.image_size,
                 data.num_eval_examples, data.eval_image_size)
     return data
+
+
+def load_dataset(config: TrainConfig) -> Any:
+    """The run's dataset, for this process: an image dataset or a small one held in memory.
+
+    Returns:
+      An :class:`ImageData` (:func:`load`) for ``image_folder``, ``tfds`` and ``synthetic``;
+      else an :class:`~examples.common.input_pipeline.InMemoryData` of Fashion-MNIST, MNIST
+      or CIFAR-10 (cut to ``train_examples`` and ``test_examples``). Both have the sizes,
+      pixel statistics and batches the training loop reads.
+    """
+    if is_image_dataset(config.dataset):
+        return load(config, jax.process_index(), jax.process_count())
+    data = datasets.load(config.dataset, config.data_dir, train_examples=config.train_examples,
+                         test_examples=config.test_examples)
+    return input_pipeline.InMemoryData(
+        config.dataset, data, config.batch_size,
+        devices.eval_batch_size(config.eval_batch_size, len(data.test_images)))

@@ -27,15 +27,15 @@ from flax import nnx
 import agc_optax
 from examples.common import (
     checkpointing,
-    datasets,
     devices,
     errors,
     input_pipeline,
+    mixing,
     preemption,
     reporting,
 )
 from examples.common import workdir as workdir_lib
-from examples.nf_resnet import networks
+from examples.nf_resnet import image_data, networks
 from examples.nf_resnet.configs import TrainConfig
 
 Batch = dict[str, jax.Array]
@@ -50,12 +50,15 @@ class TrainState(NamedTuple):
       params: the model's ``nnx.Param`` leaves.
       batch_stats: BatchNorm's running averages (``nnx.BatchStat``); empty for an NF-ResNet.
       opt_state: the optimizer's state (AGC's statistics of the last step among it).
+      ema_params: the exponential moving average of ``params`` (``--ema-decay``; empty
+        without), what evaluation scores when the recipe has one.
     """
 
     step: jax.Array
     params: nnx.State
     batch_stats: nnx.State
     opt_state: optax.OptState
+    ema_params: nnx.State
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +74,7 @@ class Static:
       key: the root of the per-step augmentation and dropout randomness.
       mean: per-channel pixel mean of the training images, in [0, 1] units.
       std: per-channel pixel standard deviation.
+      num_classes: outputs of the classifier.
       config: the run's configuration.
     """
 
@@ -81,6 +85,7 @@ class Static:
     key: jax.Array
     mean: np.ndarray
     std: np.ndarray
+    num_classes: int
     config: TrainConfig
 
     def model(self, params: nnx.State, batch_stats: nnx.State) -> nnx.Module:
@@ -138,22 +143,27 @@ def create_train_state(config: TrainConfig, *, num_classes: int, in_features: in
         opt_state = tx.init(params)
     except agc_optax.ExcludeError as e:
         raise errors.UserError(f"--agc-exclude {config.agc_exclude!r}: {e}") from e
-    static = Static(graphdef, rest, tx, schedule, step_key, mean, std, config)
-    return TrainState(jnp.zeros((), jnp.int32), params, batch_stats, opt_state), static
+    static = Static(graphdef, rest, tx, schedule, step_key, mean, std, num_classes, config)
+    ema_params = jax.tree.map(jnp.copy, params) if config.ema_decay > 0 else nnx.State({})
+    return TrainState(jnp.zeros((), jnp.int32), params, batch_stats, opt_state,
+                      ema_params), static
 
 
 def loss_and_grads(params: nnx.State, batch_stats: nnx.State, images: jax.Array,
-                   labels: jax.Array, dropout_key: jax.Array,
+                   targets: jax.Array, labels: jax.Array, dropout_key: jax.Array,
                    static: Static) -> tuple[nnx.State, Metrics, nnx.State]:
-    """The gradient of the mean label-smoothed cross-entropy, its metrics, new batch stats."""
+    """The gradient of the mean cross-entropy, its metrics and the new batch statistics.
+
+    ``targets`` are class probabilities (one-hot, or mixed by MixUp/CutMix), smoothed here
+    by ``label_smoothing``; the integer ``labels`` only score the accuracy.
+    """
 
     def loss_fn(params):
         model = static.model(params, batch_stats)
         nnx.reseed(model, dropout=dropout_key)
         logits = model(images)
-        targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]),
-                                      static.config.label_smoothing)
-        loss = optax.softmax_cross_entropy(logits, targets).mean()
+        smoothed = optax.smooth_labels(targets, static.config.label_smoothing)
+        loss = optax.softmax_cross_entropy(logits, smoothed).mean()
         return loss, (logits, nnx.state(model, nnx.BatchStat))
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -162,8 +172,9 @@ def loss_and_grads(params: nnx.State, batch_stats: nnx.State, images: jax.Array,
 
 
 def microbatched_loss_and_grads(params: nnx.State, batch_stats: nnx.State, images: jax.Array,
-                                labels: jax.Array, dropout_key: jax.Array, static: Static,
-                                count: int) -> tuple[nnx.State, Metrics, nnx.State]:
+                                targets: jax.Array, labels: jax.Array, dropout_key: jax.Array,
+                                static: Static, count: int) -> tuple[nnx.State, Metrics,
+                                                                     nnx.State]:
     """:func:`loss_and_grads` averaged over ``count`` microbatches (gradient accumulation).
 
     Microbatch ``k`` holds examples ``k, k + count, …``: a strided slice keeps each device's
@@ -174,15 +185,35 @@ def microbatched_loss_and_grads(params: nnx.State, batch_stats: nnx.State, image
 
     def accumulate(carry, microbatch):
         grads, metrics, batch_stats = carry
-        index, images, labels = microbatch
-        more = loss_and_grads(params, batch_stats, images, labels,
+        index, *data = microbatch
+        more = loss_and_grads(params, batch_stats, *data,
                               jax.random.fold_in(dropout_key, index), static)
         add = lambda a, b: jax.tree.map(lambda x, y: x + y / count, a, b)  # noqa: E731
         return (add(grads, more[0]), add(metrics, more[1]), more[2]), None
 
     zeros = (jax.tree.map(jnp.zeros_like, params), {"loss": 0.0, "accuracy": 0.0}, batch_stats)
-    microbatches = (jnp.arange(count), split(images), split(labels))
+    microbatches = (jnp.arange(count), split(images), split(targets), split(labels))
     return jax.lax.scan(accumulate, zeros, microbatches)[0]
+
+
+def prepare_batch(batch: Batch, key: jax.Array, static: Static) -> tuple[jax.Array, jax.Array]:
+    """Normalized images and their targets; augmented and mixed as configured.
+
+    Fashion-MNIST, MNIST and CIFAR-10 are cropped, flipped and erased here, on the devices;
+    the image datasets come cropped from the host. MixUp/CutMix (``--mixing``) mix images
+    and targets alike.
+    """
+    config = static.config
+    images = input_pipeline.normalize(batch["image"], static.mean, static.std)
+    if not image_data.is_image_dataset(config.dataset):
+        images = input_pipeline.augment(key, images, config.crop_padding, config.flip,
+                                        config.erase_probability)
+    num_classes = static.num_classes
+    targets = jax.nn.one_hot(batch["label"], num_classes)
+    if config.mixing != "none":
+        images, targets = mixing.mix(jax.random.fold_in(key, 1), images, batch["label"],
+                                     num_classes, config.mixing, config.mixup_alpha)
+    return images, targets
 
 
 def agc_statistics(opt_state: optax.OptState) -> Metrics:
@@ -214,70 +245,65 @@ def train_step(state: TrainState, batch: Batch, static: Static,
     Returns:
       The new state and the step's ``loss``, ``accuracy`` and AGC's statistics.
     """
-    config = static.config
     augment_key, dropout_key = jax.random.split(jax.random.fold_in(static.key, state.step))
-    images = input_pipeline.normalize(batch["image"], static.mean, static.std)
-    images = input_pipeline.augment(augment_key, images, config.crop_padding, config.flip,
-                                    config.erase_probability)
+    images, targets = prepare_batch(batch, augment_key, static)
+    data = (images, targets, batch["label"], dropout_key, static)
     if microbatches > 1:
         grads, metrics, batch_stats = microbatched_loss_and_grads(
-            state.params, state.batch_stats, images, batch["label"], dropout_key, static,
-            microbatches)
+            state.params, state.batch_stats, *data, microbatches)
     else:
-        grads, metrics, batch_stats = loss_and_grads(
-            state.params, state.batch_stats, images, batch["label"], dropout_key, static)
+        grads, metrics, batch_stats = loss_and_grads(state.params, state.batch_stats, *data)
     updates, opt_state = static.tx.update(grads, state.opt_state, state.params)  # AGC first.
     params = optax.apply_updates(state.params, updates)
-    new_state = TrainState(state.step + 1, params, batch_stats, opt_state)
+    ema_params = state.ema_params
+    if static.config.ema_decay > 0:  # DeepMind's warm-up: min(decay, (1 + t) / (10 + t)).
+        decay = jnp.minimum(static.config.ema_decay, (1.0 + state.step) / (10.0 + state.step))
+        ema_params = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, ema_params, params)
+    new_state = TrainState(state.step + 1, params, batch_stats, opt_state, ema_params)
     return new_state, {**metrics, **agc_statistics(opt_state)}
 
 
 def eval_step(state: TrainState, batch: Batch, static: Static) -> Metrics:
-    """The summed loss, correct predictions and example count of a padded batch.
+    """The summed loss, top-1 and top-5 hits and example count of a padded batch.
 
-    The model runs in evaluation mode: no dropout or stochastic depth, and BatchNorm
-    normalizes with its running averages.
+    The model runs in evaluation mode (no dropout or stochastic depth; BatchNorm's running
+    averages), with the EMA of the weights when the run keeps one.
     """
-    model = nnx.view(static.model(state.params, state.batch_stats), deterministic=True,
+    params = state.ema_params if static.config.ema_decay > 0 else state.params
+    model = nnx.view(static.model(params, state.batch_stats), deterministic=True,
                      use_running_average=True, raise_if_not_found=False)
     logits = model(input_pipeline.normalize(batch["image"], static.mean, static.std))
     labels, mask = batch["label"], batch["mask"]
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
     return {"loss": jnp.sum(loss * mask),
             "correct": jnp.sum((jnp.argmax(logits, -1) == labels) * mask),
+            "correct_top5": jnp.sum(jnp.any(top5 == labels[:, None], axis=-1) * mask),
             "count": jnp.sum(mask)}
 
 
-def evaluate(eval_fn: Any, state: TrainState, data: datasets.ImageDataset,
-             sharding: jax.sharding.NamedSharding, batch_size: int) -> dict[str, float]:
-    """``test_loss`` and ``test_accuracy`` over the whole test set, in padded batches."""
-    totals = {"loss": 0.0, "correct": 0.0, "count": 0.0}
-    for batch in input_pipeline.eval_batches(
-            data.test_images, data.test_labels, global_batch_size=batch_size,
-            process_index=jax.process_index(), process_count=jax.process_count()):
+def evaluate(eval_fn: Any, state: TrainState, data: Any,
+             sharding: jax.sharding.NamedSharding) -> dict[str, float]:
+    """``test_loss``, ``test_accuracy`` and ``test_top5_accuracy`` over the whole test set."""
+    totals = {"loss": 0.0, "correct": 0.0, "correct_top5": 0.0, "count": 0.0}
+    for batch in data.eval_batches():
         device_batch = {k: jax.make_array_from_process_local_data(sharding, v)
-                        for k, v in batch._asdict().items()}
+                        for k, v in batch.items()}
         for name, value in jax.device_get(eval_fn(state, device_batch)).items():
             totals[name] += float(value)
     return {"test_loss": totals["loss"] / totals["count"],
-            "test_accuracy": totals["correct"] / totals["count"]}
+            "test_accuracy": totals["correct"] / totals["count"],
+            "test_top5_accuracy": totals["correct_top5"] / totals["count"]}
 
 
 class Setup(NamedTuple):
     """Everything a run builds before its first step.
 
-    Attributes:
-      data: the dataset (cut to ``train_examples`` / ``test_examples``).
-      state: the state at step 0, replicated over the devices.
-      static: what the steps close over.
-      train_fn: ``train_step`` jitted with the batch split over the devices.
-      eval_fn: ``eval_step`` jitted likewise.
-      mesh: the batch and state shardings.
-      steps_per_epoch: full batches in one pass over the training set.
-      total_steps: the run's length.
+    The dataset, the state (replicated), the steps' constants, the jitted steps (the batch
+    split over the devices), the shardings and the run's length.
     """
 
-    data: datasets.ImageDataset
+    data: Any
     state: TrainState
     static: Static
     train_fn: Any
@@ -290,14 +316,12 @@ class Setup(NamedTuple):
 def set_up(config: TrainConfig) -> Setup:
     """Loads the data, builds the state and jits the steps, data-parallel over every device."""
     mesh = devices.data_parallel(config)
-    data = datasets.load(config.dataset, config.data_dir, train_examples=config.train_examples,
-                         test_examples=config.test_examples)
-    steps_per_epoch = input_pipeline.steps_per_epoch(len(data.train_images), config.batch_size)
+    data = image_data.load_dataset(config)
+    steps_per_epoch = input_pipeline.steps_per_epoch(data.num_train_examples, config.batch_size)
     total_steps = config.steps or config.epochs * steps_per_epoch
-    mean, std = input_pipeline.channel_stats(data.train_images)
     state, static = create_train_state(
-        config, num_classes=data.num_classes, in_features=data.train_images.shape[-1],
-        mean=mean, std=std, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+        config, num_classes=data.num_classes, in_features=data.in_features,
+        mean=data.mean, std=data.std, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
     step = functools.partial(train_step, static=static,
                              microbatches=devices.num_microbatches(config))
     train_fn = jax.jit(step, in_shardings=(mesh.replicated, mesh.batch),
@@ -337,10 +361,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path, resume:
     log = reporting.RunLog(run.path, config.batch_size, setup.total_steps, step, resume,
                            started_at)
     batches, data_state = input_pipeline.device_batches(
-        setup.data, config.batch_size, config.seed, setup.mesh.batch, data_state)
-    evaluate_now = lambda: evaluate(  # noqa: E731
-        setup.eval_fn, state, setup.data, setup.mesh.batch,
-        devices.eval_batch_size(config.eval_batch_size, len(setup.data.test_images)))
+        setup.data.train_batches(config.seed, data_state), setup.mesh.batch)
+    evaluate_now = lambda: evaluate(setup.eval_fn, state, setup.data, setup.mesh.batch)  # noqa: E731
     log.message(reporting.describe_run(config, state.params, setup.total_steps, step))
     history: list[Metrics] = []
     try:

@@ -261,15 +261,13 @@ def eval_step(state: TrainState, batch: Batch, static: Static) -> Metrics:
             "count": jnp.sum(mask)}
 
 
-def evaluate(eval_fn: Any, state: TrainState, data: datasets.ImageDataset,
-             sharding: jax.sharding.NamedSharding, batch_size: int) -> dict[str, float]:
+def evaluate(eval_fn: Any, state: TrainState, data: input_pipeline.InMemoryData,
+             sharding: jax.sharding.NamedSharding) -> dict[str, float]:
     """``test_loss`` and ``test_accuracy`` over the whole test set, in padded batches."""
     totals = {"loss": 0.0, "correct": 0.0, "count": 0.0}
-    for batch in input_pipeline.eval_batches(
-            data.test_images, data.test_labels, global_batch_size=batch_size,
-            process_index=jax.process_index(), process_count=jax.process_count()):
+    for batch in data.eval_batches():
         device_batch = {k: jax.make_array_from_process_local_data(sharding, v)
-                        for k, v in batch._asdict().items()}
+                        for k, v in batch.items()}
         for name, value in jax.device_get(eval_fn(state, device_batch)).items():
             totals[name] += float(value)
     return {"test_loss": totals["loss"] / totals["count"],
@@ -280,7 +278,7 @@ class Setup(NamedTuple):
     """Everything a run builds before its first step.
 
     Attributes:
-      data: the dataset (cut to ``train_examples`` / ``test_examples``).
+      data: the dataset (cut to ``train_examples`` / ``test_examples``), in memory.
       state: the state at step 0, replicated over the devices.
       static: what the steps close over.
       train_fn: ``train_step`` jitted with the batch split over the devices.
@@ -290,7 +288,7 @@ class Setup(NamedTuple):
       total_steps: the run's length.
     """
 
-    data: datasets.ImageDataset
+    data: input_pipeline.InMemoryData
     state: TrainState
     static: Static
     train_fn: Any
@@ -303,14 +301,17 @@ class Setup(NamedTuple):
 def set_up(config: TrainConfig) -> Setup:
     """Loads the data, builds the state and jits the steps, data-parallel over every device."""
     mesh = devices.data_parallel(config)
-    data = datasets.load(config.dataset, config.data_dir, train_examples=config.train_examples,
-                         test_examples=config.test_examples)
-    steps_per_epoch = input_pipeline.steps_per_epoch(len(data.train_images), config.batch_size)
+    images = datasets.load(config.dataset, config.data_dir,
+                           train_examples=config.train_examples,
+                           test_examples=config.test_examples)
+    data = input_pipeline.InMemoryData(
+        config.dataset, images, config.batch_size,
+        devices.eval_batch_size(config.eval_batch_size, len(images.test_images)))
+    steps_per_epoch = input_pipeline.steps_per_epoch(data.num_train_examples, config.batch_size)
     total_steps = config.steps or config.epochs * steps_per_epoch
-    mean, std = input_pipeline.channel_stats(data.train_images)
     state, static = create_train_state(
-        config, num_classes=data.num_classes, in_features=data.train_images.shape[-1],
-        mean=mean, std=std, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+        config, num_classes=data.num_classes, in_features=data.in_features, mean=data.mean,
+        std=data.std, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
     step = functools.partial(train_step, static=static,
                              microbatches=devices.num_microbatches(config))
     train_fn = jax.jit(step, in_shardings=(mesh.replicated, mesh.batch),
@@ -350,10 +351,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path, resume:
     log = reporting.RunLog(run.path, config.batch_size, setup.total_steps, step, resume,
                            started_at)
     batches, data_state = input_pipeline.device_batches(
-        setup.data, config.batch_size, config.seed, setup.mesh.batch, data_state)
-    evaluate_now = lambda: evaluate(  # noqa: E731
-        setup.eval_fn, state, setup.data, setup.mesh.batch,
-        devices.eval_batch_size(config.eval_batch_size, len(setup.data.test_images)))
+        setup.data.train_batches(config.seed, data_state), setup.mesh.batch)
+    evaluate_now = lambda: evaluate(setup.eval_fn, state, setup.data, setup.mesh.batch)  # noqa: E731
     log.message(reporting.describe_run(config, state.params, setup.total_steps, step))
     history: list[Metrics] = []
     try:
