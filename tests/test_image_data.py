@@ -160,6 +160,7 @@ def test_a_corrupt_file_can_be_fatal_naming_its_path(tree):
             next(batches)
 
 
+@pytest.mark.slow  # starts worker processes
 def test_worker_processes_decode_an_epoch_of_every_image_once(tree):
     def epoch(workers):  # 4 batches of 6: the 24 training images
         batches = image_data.load(folder_config(tree, data_workers=workers)).train_batches(0)

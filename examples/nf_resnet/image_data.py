@@ -38,8 +38,9 @@ The interface, precisely:
   first ones.
 - Decoding runs in ``config.data_workers`` grain worker processes (0: threads of this
   process). A file that cannot be decoded is named in a warning and skipped, or, with
-  ``config.on_corrupt == "raise"``, raises :class:`~examples.common.image_folder.
-  ImageFolderError` naming it; a tree that is mostly corrupt raises rather than hang.
+  ``config.on_corrupt == "raise"``, raises
+  :class:`~examples.common.image_folder.ImageFolderError` naming it; a tree that is mostly
+  corrupt raises rather than hang.
 """
 
 import dataclasses
