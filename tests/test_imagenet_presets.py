@@ -16,13 +16,11 @@ from flax import nnx
 
 import agc_optax
 from examples.common import randaugment
-from examples.nf_resnet import image_data, nfnet, nfnet_specs
-from examples.nf_resnet import optim as nf_optim
+from examples.nf_resnet import image_data, nfnet, nfnet_specs, train
 from examples.nf_resnet.configs import get_config, validate
 
 IMAGENET_TRAIN = 1_281_167
-# The optimizer of the training loop (moves with it, should the loop move).
-create_optimizer = nf_optim.create_optimizer
+create_optimizer = train.create_optimizer
 # A small NFNet of F0's design, with the full network's parameter names.
 TINY_ROW = {"width": [16, 32, 32, 32], "depth": [1, 1, 1, 1], "group_width": [8] * 4,
             "train_imsize": 32, "test_imsize": 32, "drop_rate": 0.2}

@@ -176,7 +176,7 @@ def test_accumulating_microbatches_computes_the_whole_batch_step():
     for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b), strict=True):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-7)
     assert jax.tree.structure(metrics_a) == jax.tree.structure(metrics_b)
-    np.testing.assert_allclose(metrics_b["loss"], metrics_a["loss"], rtol=1e-6)
+    np.testing.assert_allclose(metrics_b["loss"], metrics_a["loss"], rtol=1e-5)  # float32 sums
     np.testing.assert_allclose(metrics_b["accuracy"], metrics_a["accuracy"], rtol=1e-6)
 
 

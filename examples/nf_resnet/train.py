@@ -35,7 +35,7 @@ from examples.common import (
     reporting,
 )
 from examples.common import workdir as workdir_lib
-from examples.nf_resnet import image_data, networks
+from examples.nf_resnet import configs, image_data, networks
 from examples.nf_resnet.configs import TrainConfig
 
 Batch = dict[str, jax.Array]
@@ -351,7 +351,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path, resume:
         unwritable file.
     """
     started_at = time.monotonic()
-    errors.validate(config)
+    configs.validate(config)  # The shared checks and the image datasets' flags.
     devices.use_cpu_devices(config.cpu_devices)  # Before anything starts JAX's backends.
     run = workdir_lib.RunDirectory(workdir, config, resume=resume, overwrite=overwrite)
     setup = set_up(config)
