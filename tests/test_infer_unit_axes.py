@@ -15,13 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import mixed_scale_pair
 from jax.sharding import AbstractMesh, AxisType
 from jax.sharding import PartitionSpec as P
-from reference import reference_agc
-from test_docs import fenced_blocks
 
 from agc_optax import agc, infer_unit_axes, path_to_str
+from helpers.reference import reference_agc
+from helpers.trees import mixed_scale_pair
+from test_docs import fenced_blocks
 
 
 def _linen_rule(module, *inputs, **kwargs):

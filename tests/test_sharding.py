@@ -29,9 +29,8 @@ def run_checks_on_8_devices(module: str) -> None:
         [env.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"]
     ).strip()
     env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO), str(REPO / "tests"), str(HELPERS), *filter(None, [env.get("PYTHONPATH")])]
-    )
+    # pyproject.toml's pythonpath gives the child the repository and tests/ (for helpers).
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
     command += ["-o", "addopts=-ra", str(HELPERS / module)]
     try:

@@ -11,11 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import mixed_scale_pair
-from reference import reference_agc
 
 import agc_optax
 from agc_optax import AGCState, agc
+from helpers.reference import reference_agc
+from helpers.trees import mixed_scale_pair
 
 SHAPES = {"conv": ((3, 3, 4, 16), (0, 1, 2)), "dense": ((32, 24), (0,)), "bias": ((24,), (0,)),
           "head": ((24, 10), (0,))}

@@ -3,7 +3,7 @@
 Run by ``tests/test_sharding.py`` in a child process (``XLA_FLAGS`` must ask
 for 8 host devices before JAX starts); to run it directly::
 
-    XLA_FLAGS=--xla_force_host_platform_device_count=8 PYTHONPATH=.:tests/helpers \
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 \
         python -m pytest tests/helpers/sharding_jit_checks.py
 
 For Dense, Conv and attention kernels split along their fan-in axes, their
@@ -23,12 +23,12 @@ import jax
 import numpy as np
 import optax
 import pytest
-import sharding_common as common
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
-from reference import reference_agc
 
 from agc_optax import agc
+from helpers import sharding_common as common
+from helpers.reference import reference_agc
 from tools import hlo_collectives
 
 pytestmark = pytest.mark.skipif(
