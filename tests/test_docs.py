@@ -38,7 +38,8 @@ PAGES = sorted(
 RUN_ELSEWHERE = {
     "docs/guides/scaling_out.md": "tests/test_sharding.py, on 8 simulated devices",
 }
-# Pages whose blocks train a model (seconds to a minute): marked slow like every training test.
+# Pages whose blocks train a model on Fashion-MNIST (seconds to a minute): marked slow like
+# every training test, and requires_fashion_mnist.
 TRAINS = {"docs/examples/nf_resnet.md"}
 SKIP_MARK = 'title="not run'
 FENCE = re.compile(
@@ -61,7 +62,12 @@ def fenced_blocks(page: str, language: str) -> list[tuple[int, str, str]]:
 
 
 @pytest.mark.parametrize(
-    "page", [pytest.param(p, marks=pytest.mark.slow) if p in TRAINS else p for p in PAGES]
+    "page",
+    [
+        pytest.param(p, marks=[pytest.mark.slow, pytest.mark.requires_fashion_mnist])
+        if p in TRAINS else p
+        for p in PAGES
+    ],
 )
 def test_python_blocks_run(page: str, monkeypatch: pytest.MonkeyPatch) -> None:
     blocks = fenced_blocks(page, "python")

@@ -1,7 +1,7 @@
 """The NF-ResNet example's training loop on a real Fashion-MNIST subset.
 
-Needs Fashion-MNIST (Debian's dataset-fashion-mnist, $AGC_OPTAX_DATA or the cache); the
-tests are skipped when it is missing, since nothing can be downloaded in CI.
+Needs Fashion-MNIST (Debian's dataset-fashion-mnist, $AGC_OPTAX_DATA or the cache): the
+``requires_fashion_mnist`` tests are skipped when it is missing, or fail in CI.
 """
 
 import dataclasses
@@ -20,7 +20,7 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from examples.common import datasets, runs, steps, trainer
+from examples.common import runs, steps, trainer
 from examples.nf_resnet import configs, main, train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -34,10 +34,6 @@ SUMMARY_FIELDS = {"final_test_accuracy", "best_test_accuracy", "steps", "wall_se
 TINY = dataclasses.replace(configs.get_config("smoke"), train_examples=1024, test_examples=500,
                            batch_size=64, eval_batch_size=250, steps=24, log_every_steps=4,
                            lr=1.6)
-
-# Only the tests that read the data; the others run everywhere.
-needs_data = pytest.mark.skipif(datasets.locate("fashion_mnist") is None,
-                                reason="Fashion-MNIST is not installed")
 
 
 def read_metrics(workdir: pathlib.Path) -> tuple[list[dict], list[dict]]:
@@ -55,7 +51,7 @@ def saved_params(workdir: pathlib.Path, step: int, part: str = "params") -> list
     return [np.asarray(x) for x in jax.tree.leaves(restored[part])]
 
 
-@needs_data
+@pytest.mark.requires_fashion_mnist
 @pytest.mark.slow
 def test_smoke_training_lowers_the_loss_and_writes_every_file(tmp_path):
     config = dataclasses.replace(TINY, steps=48)
@@ -82,7 +78,7 @@ def test_smoke_training_lowers_the_loss_and_writes_every_file(tmp_path):
     assert summary["config"]["batch_size"] == 64
 
 
-@needs_data
+@pytest.mark.requires_fashion_mnist
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["nf_resnet_nano", "bn_resnet_nano"])
 def test_resume_after_ctrl_c_ends_with_the_uninterrupted_parameters(tmp_path, monkeypatch,
@@ -123,7 +119,7 @@ def test_resume_after_ctrl_c_ends_with_the_uninterrupted_parameters(tmp_path, mo
 @pytest.mark.parametrize("flags", [["--clipping", "0"],
                                    ["--clipping", "0", "--clip-global-norm", "1.0"],
                                    ["--clip-global-norm", "0.5"]])
-@needs_data
+@pytest.mark.requires_fashion_mnist
 def test_agc_off_and_the_global_norm_baseline_run_from_the_command_line(tmp_path, flags):
     argv = ["--preset", "smoke", "--steps", "4", "--train-examples", "512",
             "--log-every-steps", "2", "--workdir", str(tmp_path), *flags]
@@ -140,7 +136,7 @@ def test_agc_off_and_the_global_norm_baseline_run_from_the_command_line(tmp_path
                                                      else float(flags[-1]))
 
 
-@needs_data
+@pytest.mark.requires_fashion_mnist
 @pytest.mark.slow
 def test_microbatches_give_the_full_batch_step(tmp_path):
     config = dataclasses.replace(TINY, steps=3, log_every_steps=1)
@@ -161,7 +157,7 @@ def test_microbatches_give_the_full_batch_step(tmp_path):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
 
 
-@needs_data
+@pytest.mark.requires_fashion_mnist
 def test_the_host_loop_over_microbatches_computes_the_whole_batch_step():
     config = dataclasses.replace(TINY, microbatch_size=16)
     data = trainer.load_data(config)
@@ -190,14 +186,14 @@ def test_a_microbatch_size_that_does_not_divide_the_batch_is_refused(microbatch_
         steps.num_microbatches(config)
 
 
-@needs_data
+@pytest.mark.requires_fashion_mnist
 def test_a_non_finite_loss_stops_the_run_cleanly(tmp_path):
     config = dataclasses.replace(TINY, lr=1e30, clipping=0.0, steps=8, log_every_steps=1)
     summary = train.train_and_evaluate(config, tmp_path)
     assert summary["diverged"] and summary["steps"] < 8
 
 
-@needs_data
+@pytest.mark.requires_fashion_mnist
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["nf_resnet_nano", "bn_resnet_nano"])
 @pytest.mark.parametrize("microbatches", [[], ["--microbatch-size", "64"]],
