@@ -1,4 +1,5 @@
-"""README's ``python`` blocks run as written, and the quick start clips as it says.
+"""README's ``python`` blocks run as written, the quick start clips as it says, and the
+table README shows is what its code prints.
 
 The only test that runs README.md's code (``tests/test_docs.py`` runs every page under
 ``docs/``): its blocks in order in one namespace, from the repository root, as a reader
@@ -26,7 +27,9 @@ def assert_quick_start_clipped(namespace: dict[str, object]) -> None:
                                0.1 * 1.9 * 0.01 * np.sqrt(3 * 3 * 16), rtol=1e-4)
 
 
-def test_readme_blocks_run_and_the_quick_start_clips(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_readme_blocks_run_the_quick_start_clips_and_the_output_shown_is_printed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     text = README.read_text()
     assert "\n## Quick start\n" in text, "README lost its quick start"
     heading_line = text[: text.index("\n## Quick start\n")].count("\n") + 2
@@ -42,3 +45,8 @@ def test_readme_blocks_run_and_the_quick_start_clips(monkeypatch: pytest.MonkeyP
         markdown.run_block(README, block, namespace)
         if block is quick_start:  # Before a later block reuses its names.
             assert_quick_start_clipped(namespace)
+    printed = capsys.readouterr().out
+    shown = [block.code.strip() for block in markdown.fenced_blocks(README, "text")]
+    assert shown, "README shows no output (a text block) of its code"
+    for output in shown:
+        assert output in printed, f"README shows output its code does not print:\n{output}"
