@@ -6,12 +6,12 @@ import jax
 import numpy as np
 import pytest
 from flax import nnx
-from reference import reference_agc
 
 import agc_optax
 from benchmarks import bench_train_step as bench
 from examples.nf_resnet import networks
 from examples.nf_resnet.configs import TrainConfig
+from helpers.reference import reference_agc
 
 LAMBDA, EPS = 0.01, 1e-3
 

@@ -12,10 +12,10 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from flax_compat import as_pure
 
 import agc_optax
 from agc_optax import agc, path_to_str
+from helpers.flax_compat import as_pure
 
 PARAMS = {"body": {"layers": [{"kernel": jnp.ones((4, 3))}, {"kernel": jnp.ones((3, 3))}]},
           "head": {"kernel": jnp.ones((3, 2)), "bias": jnp.zeros(2)}}

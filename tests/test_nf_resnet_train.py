@@ -1,7 +1,7 @@
 """The NF-ResNet example's training loop on a real Fashion-MNIST subset.
 
-Needs Fashion-MNIST (Debian's dataset-fashion-mnist, $AGC_OPTAX_DATA or the cache); the
-tests are skipped when it is missing, since nothing can be downloaded in CI.
+Needs Fashion-MNIST (Debian's dataset-fashion-mnist, $AGC_OPTAX_DATA or the cache): the
+``requires_fashion_mnist`` tests are skipped when it is missing, or fail in CI.
 """
 
 import dataclasses
@@ -33,10 +33,6 @@ TINY = dataclasses.replace(configs.get_config("smoke"), train_examples=1024, tes
                            batch_size=64, eval_batch_size=250, steps=24, log_every_steps=4,
                            lr=1.6)
 
-# Only the tests that read the data; the others run everywhere.
-needs_data = pytest.mark.skipif(datasets.locate("fashion_mnist") is None,
-                                reason="Fashion-MNIST is not installed")
-
 
 def read_metrics(workdir: pathlib.Path) -> tuple[list[dict], list[dict]]:
     run = runs.read_run(workdir)
@@ -53,7 +49,7 @@ def saved_params(workdir: pathlib.Path, step: int, part: str = "params") -> list
     return [np.asarray(x) for x in jax.tree.leaves(restored[part])]
 
 
-@needs_data
+@pytest.mark.requires_fashion_mnist
 @pytest.mark.slow
 def test_smoke_training_lowers_the_loss_and_writes_every_file(tmp_path):
     config = dataclasses.replace(TINY, steps=48)
@@ -80,7 +76,7 @@ def test_smoke_training_lowers_the_loss_and_writes_every_file(tmp_path):
     assert summary["config"]["batch_size"] == 64
 
 
-@needs_data
+@pytest.mark.requires_fashion_mnist
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["nf_resnet_nano", "bn_resnet_nano"])
 def test_resume_after_ctrl_c_ends_with_the_uninterrupted_parameters(tmp_path, monkeypatch,
@@ -122,7 +118,7 @@ def test_resume_after_ctrl_c_ends_with_the_uninterrupted_parameters(tmp_path, mo
 @pytest.mark.parametrize("flags", [["--clipping", "0"],
                                    ["--clipping", "0", "--clip-global-norm", "1.0"],
                                    ["--clip-global-norm", "0.5"]])
-@needs_data
+@pytest.mark.requires_fashion_mnist
 def test_agc_off_and_the_global_norm_baseline_run_from_the_command_line(tmp_path, flags):
     argv = ["--preset", "smoke", "--steps", "4", "--train-examples", "512",
             "--log-every-steps", "2", "--workdir", str(tmp_path), *flags]
@@ -139,7 +135,7 @@ def test_agc_off_and_the_global_norm_baseline_run_from_the_command_line(tmp_path
                                                      else float(flags[-1]))
 
 
-@needs_data
+@pytest.mark.requires_fashion_mnist
 @pytest.mark.slow
 def test_microbatches_give_the_full_batch_step(tmp_path):
     config = dataclasses.replace(TINY, steps=3, log_every_steps=1)
@@ -160,7 +156,7 @@ def test_microbatches_give_the_full_batch_step(tmp_path):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
 
 
-@needs_data
+@pytest.mark.requires_fashion_mnist
 def test_accumulating_microbatches_computes_the_whole_batch_step():
     config = dataclasses.replace(TINY, microbatch_size=16)
     data = datasets.load(config.dataset, train_examples=64)
@@ -188,14 +184,14 @@ def test_a_microbatch_size_that_does_not_divide_the_batch_is_refused(microbatch_
         devices.num_microbatches(config)
 
 
-@needs_data
+@pytest.mark.requires_fashion_mnist
 def test_a_non_finite_loss_stops_the_run_cleanly(tmp_path):
     config = dataclasses.replace(TINY, lr=1e30, clipping=0.0, steps=8, log_every_steps=1)
     summary = train.train_and_evaluate(config, tmp_path)
     assert summary["diverged"] and summary["steps"] < 8
 
 
-@needs_data
+@pytest.mark.requires_fashion_mnist
 def test_a_diverged_run_exits_with_1(tmp_path, caplog):
     """Divergence is a failed run to a shell or a scheduler, not a success."""
     argv = ["--preset", "smoke", "--train-examples", "1024", "--test-examples", "500",
@@ -205,7 +201,7 @@ def test_a_diverged_run_exits_with_1(tmp_path, caplog):
     assert "diverged" in caplog.text
 
 
-@needs_data
+@pytest.mark.requires_fashion_mnist
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["nf_resnet_nano", "bn_resnet_nano"])
 @pytest.mark.parametrize("microbatches", [[], ["--microbatch-size", "64"]],

@@ -18,7 +18,7 @@ from agc_optax import path_to_str
 from examples.common import errors
 from examples.nf_resnet import bn_resnet, layers, models, networks, nfnet, nfnet_specs, pretrained
 from examples.nf_resnet.configs import TrainConfig
-from tests.helpers import deepmind_fixtures
+from helpers import deepmind_fixtures
 
 DEEPMIND = deepmind_fixtures.variants()
 # Building a network abstractly costs time quadratic in its depth (JAX traces every

@@ -22,7 +22,7 @@ from examples.nf_resnet import (
     train,
 )
 from examples.nf_resnet.configs import TrainConfig
-from tests.helpers import deepmind_fixtures
+from helpers import deepmind_fixtures
 
 HEAD = "NFNet/~/linear"
 

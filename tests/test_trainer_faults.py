@@ -36,8 +36,6 @@ TINY_FLAGS = ["--preset", "smoke", "--train-examples", "512", "--test-examples",
               "--batch-size", "64", "--eval-batch-size", "250", "--steps", "24",
               "--log-every-steps", "4"]
 
-needs_data = pytest.mark.skipif(FASHION is None, reason="Fashion-MNIST is not installed")
-
 
 def final_params(run_dir: pathlib.Path) -> list[np.ndarray]:
     """The parameters of a run's newest checkpoint, as NumPy arrays."""
@@ -86,7 +84,7 @@ def truncated_fashion_mnist(tmp_path: pathlib.Path) -> str:
     return str(data_dir)
 
 
-@needs_data
+@pytest.mark.requires_fashion_mnist
 @pytest.mark.parametrize(("flags", "expected"), [
     (["--batch-size", "0"], "--batch-size 0: must be at least 1"),
     (["--batch-size", "-8"], "--batch-size -8: must be at least 1"),
@@ -136,7 +134,7 @@ def test_a_bad_flag_value_is_two_lines_not_the_whole_usage(capsys):
 
 # --- one run per work directory ------------------------------------------------------------
 
-@needs_data
+@pytest.mark.requires_fashion_mnist
 @pytest.mark.slow
 def test_a_work_directory_holding_a_run_is_refused_resumed_or_overwritten(tmp_path, capfd):
     run_dir = tmp_path / "run"
@@ -164,7 +162,7 @@ def test_a_work_directory_holding_a_run_is_refused_resumed_or_overwritten(tmp_pa
     assert json.loads((run_dir / "config.json").read_text())["seed"] == 1
 
 
-@needs_data
+@pytest.mark.requires_fashion_mnist
 @pytest.mark.slow
 def test_a_batch_norm_run_resumes_only_with_its_own_microbatch_split(tmp_path, capfd):
     # BatchNorm normalizes each microbatch on its own: the split is part of what is computed.
@@ -201,7 +199,7 @@ def test_an_unwritable_metrics_file_on_resume_is_a_user_error(tmp_path, monkeypa
 
 # --- the host's lead over the devices -------------------------------------------------------
 
-@needs_data
+@pytest.mark.requires_fashion_mnist
 def test_the_host_dispatches_at_most_two_steps_beyond_the_running_one(tmp_path, monkeypatch):
     """Hundreds of queued steps aborted XLA:CPU on two devices (``devices.MAX_STEPS_AHEAD``)."""
     events: list[tuple[str, int]] = []
@@ -233,7 +231,7 @@ def test_the_host_dispatches_at_most_two_steps_beyond_the_running_one(tmp_path, 
 
 # --- signals and failed writes -------------------------------------------------------------
 
-@needs_data
+@pytest.mark.requires_fashion_mnist
 @pytest.mark.slow
 def test_sigterm_checkpoints_the_current_step_and_resume_ends_bit_identical(
         tmp_path, uninterrupted):
@@ -276,7 +274,7 @@ handler.JsonCheckpointHandler._save_fn = save_fn
 """
 
 
-@needs_data
+@pytest.mark.requires_fashion_mnist
 @pytest.mark.slow
 def test_kill_9_during_a_checkpoint_write_resumes_from_the_last_complete_one(
         tmp_path, uninterrupted):
@@ -300,7 +298,7 @@ def test_kill_9_during_a_checkpoint_write_resumes_from_the_last_complete_one(
     assert not [p for p in (run_dir / "checkpoints").iterdir() if "tmp" in p.name]
 
 
-@needs_data
+@pytest.mark.requires_fashion_mnist
 @pytest.mark.slow
 def test_a_failed_checkpoint_write_is_an_error_at_that_step(tmp_path, monkeypatch):
     from orbax.checkpoint._src.handlers import json_checkpoint_handler as handler

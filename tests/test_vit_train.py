@@ -1,7 +1,7 @@
 """The ViT example trains in the shared trainer, and its command line sets every new field.
 
 The training test needs Fashion-MNIST (Debian's dataset-fashion-mnist, $AGC_OPTAX_DATA or
-the cache) and is skipped when it is missing, since nothing can be downloaded in CI.
+the cache): ``requires_fashion_mnist`` skips it when the data is missing, or fails it in CI.
 """
 
 import dataclasses
@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 
 import agc_optax
-from examples.common import datasets, errors, flags, runs
+from examples.common import errors, flags, runs
 from examples.vit import configs, main, models, train
 
 # 1024 training examples in batches of 64: 16 steps per epoch.
@@ -22,8 +22,7 @@ TINY = dataclasses.replace(configs.get_config("smoke"), train_examples=1024, tes
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(datasets.locate("fashion_mnist") is None,
-                    reason="Fashion-MNIST is not installed")
+@pytest.mark.requires_fashion_mnist
 @pytest.mark.parametrize("placement", ["before", "after"])
 def test_vit_trains_on_a_small_subset(tmp_path, placement):
     config = dataclasses.replace(TINY, agc_placement=placement, clipping=0.05)
