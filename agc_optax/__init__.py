@@ -21,6 +21,7 @@ from agc_optax._agc import adaptive_grad_clip as adaptive_grad_clip
 from agc_optax._agc import agc as agc
 from agc_optax._agc import clip_grads as clip_grads
 from agc_optax._agc import with_agc as with_agc
+from agc_optax._exclude import ExcludeError as ExcludeError
 from agc_optax._infer import infer_unit_axes as infer_unit_axes
 from agc_optax._inferred import InferredUnitAxes as InferredUnitAxes
 from agc_optax._nnx import NNXUnitAxes as NNXUnitAxes
@@ -34,6 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AGCState",
+    "ExcludeError",
     "InferredUnitAxes",
     "NNXUnitAxes",
     "adaptive_grad_clip",

@@ -19,6 +19,16 @@ import numpy as np
 from agc_optax import _paths, _unit_axes
 
 ExcludeFn = Callable[[str, Any], bool]
+
+
+class ExcludeError(ValueError):
+    """An ``exclude`` argument that cannot mean what was intended.
+
+    A pattern that matches no leaf, an exclusion of every leaf, or a mask without
+    a leaf's path. A ``ValueError``, so code catching that keeps working; catch
+    this type to tell it from other errors (a trainer turning it into a message
+    about its own flag, say) without matching the message's text.
+    """
 ExcludeSpec = None | str | re.Pattern | Sequence[str | re.Pattern] | ExcludeFn | Any
 
 
@@ -37,7 +47,7 @@ def _match_patterns(patterns: Sequence[str | re.Pattern], paths: Sequence[str]) 
             ) from err
         hits = [bool(compiled.search(p)) for p in paths]
         if not any(hits):
-            raise ValueError(
+            raise ExcludeError(
                 f"exclude pattern {compiled.pattern!r} matches no leaf. It was searched in "
                 f"these path strings: {_paths.describe_paths(paths, limit=200)}. Fix the "
                 "pattern (paths join keys with '/', e.g. 'head/kernel')."
@@ -77,15 +87,15 @@ def resolve_exclude(spec: ExcludeSpec, paths: Sequence[str], leaves: Sequence[An
         ``True`` for every leaf AGC must leave unchanged.
 
     Raises:
-        ValueError: a pattern matches no leaf, every leaf is excluded, or a mask
-            lacks a leaf's path.
+        ExcludeError: a pattern matches no leaf, every leaf is excluded, or a mask
+            lacks a leaf's path (a ``ValueError``).
         TypeError: a callable or mask gives something other than a bool.
     """
     if spec is None:
         return [False] * len(paths)
     excluded = _resolve(spec, paths, leaves)
     if paths and all(excluded):
-        raise ValueError(
+        raise ExcludeError(
             f"exclude={_short_repr(spec)} excludes every leaf, leaving AGC nothing to clip: "
             f"{_paths.describe_paths(paths)}. Anchor the pattern to the leaves meant "
             "(e.g. '^head/' rather than 'head', which also matches 'multihead/...'), or "
@@ -118,13 +128,13 @@ def _resolve(spec: ExcludeSpec, paths: Sequence[str], leaves: Sequence[Any]) -> 
     table = dict(zip(mask_paths, mask_leaves, strict=True))
     holes = [p for p in paths if p in table and table[p] is None]
     if holes:
-        raise ValueError(
+        raise ExcludeError(
             f"exclude mask holds None for leaves {_paths.describe_paths(holes)}; give each "
             "parameter True (leave it unclipped) or False (clip it)."
         )
     missing = [p for p in paths if p not in table]
     if missing:
-        raise ValueError(
+        raise ExcludeError(
             f"exclude mask has no entry for leaves {_paths.describe_paths(missing)}; its "
             f"entries are {_paths.describe_paths(mask_paths)}. Give every parameter a bool."
         )

@@ -1,8 +1,8 @@
 """AGC's share of a full training step: NF-ResNet-50 and NFNet-F0, SGD with and without AGC.
 
-The step is the examples' own :func:`examples.common.steps.train_step` (on-device
+The step is the example's own :func:`examples.nf_resnet.train.train_step` (on-device
 augmentation, forward, backward, optimizer update) on the model that
-``examples.nf_resnet.train.create_model`` builds for ``--models``, with a 1000-class head,
+``examples.nf_resnet.networks.create_model`` builds for ``--models``, with a 1000-class head,
 bfloat16 compute and float32 parameters, data-parallel over every local device (state
 replicated, batch split), on synthetic uint8 images. Only the optimizer differs between
 the variants (``--optimizers``), each ``[clipping →] weight decay → SGD-Nesterov`` as in
@@ -51,9 +51,7 @@ from jax.sharding import PartitionSpec as P
 
 import agc_optax
 from benchmarks import _common
-from examples.common import state as state_lib
-from examples.common import steps
-from examples.nf_resnet import optim, train
+from examples.nf_resnet import train
 from examples.nf_resnet.configs import TrainConfig
 
 DEFAULT_MODELS = ("nf_resnet_50", "nfnet_f0")
@@ -149,17 +147,18 @@ def clipper(optimizer: str, clipping: float, eps: float,
     raise ValueError(f"Unknown optimizer {optimizer!r}; choose from {OPTIMIZERS}.")
 
 
-def make_family(optimizer: str, clipping: float) -> state_lib.ModelFamily:
-    """The example's model family with ``optimizer`` in place of its own clipping."""
-
-    def create_optimizer(config: TrainConfig, total_steps: int, steps_per_epoch: int):
-        unclipped = dataclasses.replace(config, clipping=0.0, clip_global_norm=0.0)
-        tx, schedule = optim.create_optimizer(unclipped, total_steps, steps_per_epoch)
-        clip = clipper(optimizer, clipping, config.agc_eps, config.agc_exclude)
-        return (tx if clip is None else optax.chain(clip, tx)), schedule
-
-    return state_lib.ModelFamily(name=f"nf_resnet/{optimizer}", create_model=train.create_model,
-                                 create_optimizer=create_optimizer)
+def create_state(case: Case, optimizer: str, clipping: float,
+                 dtype: str) -> tuple[train.TrainState, train.Static]:
+    """The example's state and step constants with ``optimizer`` in place of its clipping."""
+    half = np.full(3, 0.5, np.float32)  # Pixel mean and standard deviation.
+    config = example_config(case, 0.0, dtype)  # The example's optimizer, unclipped.
+    state, static = train.create_train_state(
+        config, num_classes=NUM_CLASSES, in_features=3, mean=half, std=half,
+        total_steps=1000, steps_per_epoch=100)
+    clip = clipper(optimizer, clipping, config.agc_eps, config.agc_exclude)
+    tx = static.tx if clip is None else optax.chain(clip, static.tx)
+    return (state._replace(opt_state=tx.init(state.params)),
+            dataclasses.replace(static, tx=tx))
 
 
 def synthetic_batch(case: Case, sharding: NamedSharding) -> dict[str, jax.Array]:
@@ -183,21 +182,17 @@ def build_variant(case: Case, optimizer: str, clipping: float, dtype: str,
 
     Each call continues from the state the previous one returned (donated, as in training).
     """
-    half = np.full(3, 0.5, np.float32)  # Pixel mean and standard deviation.
-    state, ctx = state_lib.create_train_state(
-        make_family(optimizer, clipping), example_config(case, clipping, dtype),
-        num_classes=NUM_CLASSES, in_features=3, mean=half, std=half, total_steps=1000,
-        steps_per_epoch=100)
+    state, static = create_state(case, optimizer, clipping, dtype)
     mesh = jax.sharding.Mesh(np.array(jax.local_devices()), ("data",))
     replicated, batched = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     counts = parameter_counts(state)
     state = jax.device_put(state, replicated)
     batch = synthetic_batch(case, batched)
-    step = jax.jit(lambda s, b: steps.train_step(s, b, ctx), in_shardings=(replicated, batched),
+    step = jax.jit(lambda s, b: train.train_step(s, b, static), in_shardings=(replicated, batched),
                    out_shardings=(replicated, replicated), donate_argnums=0)
     current = [state]
 
-    def call() -> state_lib.TrainState:
+    def call() -> train.TrainState:
         # No wait between the steps: the next is dispatched while the last one runs.
         for _ in range(steps_per_sample):
             current[0], _ = step(current[0], batch)
@@ -206,7 +201,7 @@ def build_variant(case: Case, optimizer: str, clipping: float, dtype: str,
     return call, counts
 
 
-def parameter_counts(state: state_lib.TrainState) -> dict[str, int]:
+def parameter_counts(state: train.TrainState) -> dict[str, int]:
     """The model's parameter count and number of parameter leaves."""
     leaves = jax.tree.leaves(state.params)
     return {"params": int(sum(x.size for x in leaves)), "leaves": len(leaves)}

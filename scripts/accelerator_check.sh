@@ -101,7 +101,7 @@ tests=(tests/test_numerics.py tests/test_agc_reference.py)
 [ "$devices" -ge 8 ] && tests+=(tests/helpers/sharding_jit_checks.py tests/helpers/sharding_shard_map_checks.py)
 select=()
 [ "$quick" = 1 ] && select=(-k "overflow or low_precision")
-PYTHONPATH="$PYTHONPATH:$repo/tests:$repo/tests/helpers" run_step "device tests" 45 \
+PYTHONPATH="$PYTHONPATH:$repo/tests" run_step "device tests" 45 \
   "grep -E '(passed|failed|error)'" \
   "$py" -m pytest -q -p no:cacheprovider -m "not slow" --maxfail=5 "${select[@]}" "${tests[@]}"
 

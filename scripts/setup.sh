@@ -20,6 +20,14 @@ if ! "$venv/bin/python" -c "import agc_optax, grain, orbax.checkpoint, hypothesi
   "$venv/bin/python" -m pip install --quiet -e "$repo[test,examples,docs]"
 fi
 
+# The examples are the package `examples` at the repository root. dm-haiku (a test
+# dependency) installs a folder `examples` of its own into site-packages, so from any other
+# directory `python -m examples.nf_resnet.main` found haiku's and failed with "No module named
+# 'examples.nf_resnet'". A path file puts the repository on the environment's path, after
+# site-packages: Python prefers a regular package (ours) to haiku's namespace folder.
+site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+echo "$repo" > "$site/agc_optax_examples.pth"
+
 fmnist=/usr/share/datasets/fashion-mnist
 if [ ! -f "$fmnist/train-images-idx3-ubyte.gz" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -12,7 +12,8 @@ python="${PYTHON:-python3}"
 cd "$repo"
 
 # The library's tests: they import agc_optax, jax, optax, numpy, flax, pytest and
-# hypothesis only (no examples, Haiku or Equinox). A new test of the library belongs here.
+# hypothesis only (no examples, Haiku or Equinox), as tests/test_packaging.py checks, with the
+# helpers they import and tests/conftest.py. A new test of the library belongs here.
 library_tests=(
   tests/test_agc_reference.py
   tests/test_numerics.py

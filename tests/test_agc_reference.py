@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import mixed_scale_pair
-from reference import reference_agc
 
 from agc_optax import agc, clip_grads, unitwise_norm
+from helpers.reference import reference_agc
+from helpers.trees import mixed_scale_pair
 
 # (name, shape, fan-in axes the default rule must pick)
 LAYER_KINDS = [

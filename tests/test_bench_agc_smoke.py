@@ -2,11 +2,28 @@
 
 import json
 import math
+import statistics
 
 import jax
 import jax.numpy as jnp
+import pytest
 
 from benchmarks import bench_agc as bench
+
+
+def assert_consistent_summary(stats: dict, repeats: int, where: str) -> None:
+    """The summary is of the samples, in ms: ordered quantiles, all positive and finite."""
+    stats = {"where": where, **stats}  # Shown by every failed assertion below.
+    samples = stats["samples_ms"]
+    assert len(samples) == repeats, stats
+    assert all(math.isfinite(t) and t > 0 for t in samples), stats
+    order = [stats[k] for k in ("min_ms", "q25_ms", "median_ms", "q75_ms", "max_ms")]
+    assert order == sorted(order) and order[0] > 0, stats
+    # samples_ms are rounded to 4 decimals; the statistics are not.
+    assert (min(samples), max(samples)) == pytest.approx((order[0], order[-1]), abs=1e-4), stats
+    assert stats["median_ms"] == pytest.approx(statistics.median(samples), abs=1e-4), stats
+    assert stats["iqr_ms"] == pytest.approx(stats["q75_ms"] - stats["q25_ms"]), stats
+    assert 0 <= stats["iqr_ms"] <= stats["max_ms"] - stats["min_ms"], stats
 
 
 def test_quick_run_writes_complete_json(tmp_path, capsys):
@@ -24,9 +41,7 @@ def test_quick_run_writes_complete_json(tmp_path, capsys):
     for name, tree in written["trees"].items():
         assert set(tree["variants"]) == set(bench.VARIANTS), name
         for variant, stats in tree["variants"].items():
-            assert stats["median_ms"] > 0, (name, variant)
-            assert stats["iqr_ms"] >= 0, (name, variant)
-            assert len(stats["samples_ms"]) == 2, (name, variant)
+            assert_consistent_summary(stats, repeats=2, where=f"{name}/{variant}")
         assert set(tree["ratios"]) >= set(bench.TARGETS)
         assert all(ratio > 0 for ratio in tree["ratios"].values())
         assert set(tree["targets_met"]) == set(bench.TARGETS)

@@ -1,6 +1,8 @@
 """The benchmarks' shared timer and result naming (benchmarks/_common.py)."""
 
-import itertools
+import functools
+import math
+import time
 
 from benchmarks import _common
 
@@ -21,11 +23,21 @@ def test_result_files_are_named_after_the_backend_and_hardware():
 
 def test_interleaved_timer_rotates_the_order_and_times_every_call():
     order = []
-    calls = {name: (lambda name=name: order.append(name)) for name in "abc"}
-    times = _common.time_interleaved(calls, repeats=4)
+    sleep_ms = {"a": 0.0, "b": 5.0, "c": 20.0}
+
+    def call(name):
+        order.append(name)
+        time.sleep(sleep_ms[name] / 1e3)
+
+    times = _common.time_interleaved({name: functools.partial(call, name) for name in "abc"},
+                                     repeats=4)
     assert order == list("abc" "bca" "cab" "abc")
     assert {k: len(v) for k, v in times.items()} == {"a": 4, "b": 4, "c": 4}
-    assert all(t >= 0 for t in itertools.chain(*times.values()))
+    # In milliseconds, each variant's own call: no time is below its sleep (a time in seconds,
+    # or one filed under the wrong variant, is), and every time is positive and finite.
+    for name, samples in times.items():
+        assert all(math.isfinite(t) and t > 0 for t in samples), (name, samples)
+        assert min(samples) >= sleep_ms[name], (name, samples)
 
 
 def test_warm_up_calls_each_variant_twice_and_reports_the_first_call():

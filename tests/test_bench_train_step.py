@@ -6,12 +6,12 @@ import jax
 import numpy as np
 import pytest
 from flax import nnx
-from reference import reference_agc
 
 import agc_optax
 from benchmarks import bench_train_step as bench
-from examples.nf_resnet import train
+from examples.nf_resnet import networks
 from examples.nf_resnet.configs import TrainConfig
+from helpers.reference import reference_agc
 
 LAMBDA, EPS = 0.01, 1e-3
 
@@ -43,7 +43,7 @@ def test_imagenet_training_sizes_of_the_default_models():
 
 def _nano_params_and_grads():
     """The nano NF-ResNet's parameter shapes with random values; half of the units clip."""
-    model = nnx.eval_shape(lambda: train.create_model(
+    model = nnx.eval_shape(lambda: networks.create_model(
         TrainConfig(model="nf_resnet_nano"), 10, 3, nnx.Rngs(0)))
     shapes = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     rng = np.random.default_rng(0)

@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from reference import reference_agc
 
 import agc_optax
 from examples.nf_resnet import bn_resnet, layers, models
+from helpers.reference import reference_agc
 
 EPS = 1e-5  # PyTorch's and Flax's default.
 MOMENTUM = 0.9  # PyTorch's default (Flax: 0.99).

@@ -7,12 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import mixed_scale_pair
 from flax import nnx
-from flax_compat import as_pure
-from reference import reference_agc
 
 from agc_optax import agc, default_unit_axes, nnx_unit_axes, with_agc
+from helpers.flax_compat import as_pure
+from helpers.reference import reference_agc
+from helpers.trees import mixed_scale_pair
 
 
 @pytest.fixture

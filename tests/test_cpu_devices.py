@@ -16,8 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from examples.common import datasets
-from examples.common.cpu_devices import use_cpu_devices
+from examples.common.devices import use_cpu_devices
 from examples.common.errors import UserError
 from examples.vit import configs, train
 from experiments.runs import read_run
@@ -42,8 +41,7 @@ def test_a_started_jax_keeps_its_devices_and_says_so_when_asked_for_others():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(datasets.locate("fashion_mnist") is None,
-                    reason="Fashion-MNIST is not installed")
+@pytest.mark.requires_fashion_mnist
 def test_two_cpu_devices_train_as_one_does_and_a_run_resumes_on_either(tmp_path):
     assert jax.local_device_count() == 1, "this test compares with a one-device run"
     train.train_and_evaluate(CONFIG, tmp_path / "one")

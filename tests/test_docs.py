@@ -1,9 +1,10 @@
 """The documentation works as written: its code runs, its commands exist, the site builds.
 
-- Every ``python`` block of ``README.md`` and of each page under ``docs/`` runs, the blocks
-  of one page in order in one namespace (as a reader would paste them), from the repository
-  root. A block that must not run says so visibly in its fence,
-  ```` ```python title="not run: <why>" ````; use it rarely.
+- Every ``python`` block of each page under ``docs/`` runs, the blocks of one page in order
+  in one namespace (as a reader would paste them), from the repository root; README.md's run
+  once, in ``tests/test_readme.py``, which also checks the quick start's result. A block
+  that must not run says so visibly in its fence, ```` ```python title="not run: <why>" ````;
+  use it rarely.
 - Every ``python -m MODULE`` command of a ``bash`` block names a module that exists, and
   every ``--flag`` it passes is one that the module's ``--help`` lists; every
   ``bash scripts/X.sh`` names a script of the repository.
@@ -20,12 +21,12 @@ import re
 import shlex
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 import agc_optax
+from helpers import markdown
 from tools.griffe_sphinx_roles import rewrite
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,34 +37,29 @@ PAGES = sorted(
     for path in [REPO / "README.md", *(REPO / "docs").rglob("*.md")]
     if not path.relative_to(REPO).as_posix().startswith(GENERATED)
 )
-# Pages whose blocks need what this process cannot give them, and the test that runs them.
+# Pages whose blocks another test runs (they need what this process cannot give them, or
+# their results are checked there), and that test.
 RUN_ELSEWHERE = {
+    "README.md": "tests/test_readme.py, which also checks the quick start's result",
     "docs/guides/scaling_out.md": "tests/test_sharding.py, on 8 simulated devices",
 }
-# Pages whose blocks train a model (seconds to a minute): marked slow like every training test.
+# Pages whose blocks train a model on Fashion-MNIST (seconds to a minute): marked slow like
+# every training test, and requires_fashion_mnist.
 TRAINS = {"docs/examples/nf_resnet.md"}
-SKIP_MARK = 'title="not run'
-FENCE = re.compile(
-    r"^(?P<indent>[ \t]*)```(?P<info>[^\n`]*)\n(?P<code>.*?)^(?P=indent)```[ \t]*$",
-    re.S | re.M,
-)
 
 
-def fenced_blocks(page: str, language: str) -> list[tuple[int, str, str]]:
-    """``(first line number, info string, dedented code)`` of a page's blocks in a language."""
-    text = (REPO / page).read_text()
-    blocks = []
-    for match in FENCE.finditer(text):
-        info = match["info"].strip()
-        if info.split(" ", 1)[0] != language:
-            continue
-        first_line = text.count("\n", 0, match.start("code")) + 1
-        blocks.append((first_line, info, textwrap.dedent(match["code"])))
-    return blocks
+def fenced_blocks(page: str, language: str) -> list[markdown.Block]:
+    """The blocks of a page (a path relative to the repository) in one language."""
+    return markdown.fenced_blocks(REPO / page, language)
 
 
 @pytest.mark.parametrize(
-    "page", [pytest.param(p, marks=pytest.mark.slow) if p in TRAINS else p for p in PAGES]
+    "page",
+    [
+        pytest.param(p, marks=[pytest.mark.slow, pytest.mark.requires_fashion_mnist])
+        if p in TRAINS else p
+        for p in PAGES
+    ],
 )
 def test_python_blocks_run(page: str, monkeypatch: pytest.MonkeyPatch) -> None:
     blocks = fenced_blocks(page, "python")
@@ -72,11 +68,9 @@ def test_python_blocks_run(page: str, monkeypatch: pytest.MonkeyPatch) -> None:
         return
     monkeypatch.chdir(REPO)
     namespace: dict[str, object] = {"__name__": f"docs:{page}"}
-    for first_line, info, code in blocks:
-        if SKIP_MARK in info:
-            continue
-        # Leading blank lines make tracebacks point at the Markdown file's own lines.
-        exec(compile("\n" * (first_line - 1) + code, str(REPO / page), "exec"), namespace)
+    for block in blocks:
+        if markdown.SKIP_MARK not in block.info:
+            markdown.run_block(REPO / page, block, namespace)
 
 
 # ``![alt](path)`` shows a figure; ``--8<-- "path"`` includes a file (pymdownx.snippets).
@@ -113,9 +107,9 @@ def test_few_blocks_are_marked_not_run() -> None:
         f"{page}:{line}"
         for page in PAGES
         for line, info, _ in fenced_blocks(page, "python")
-        if SKIP_MARK in info
+        if markdown.SKIP_MARK in info
     ]
-    assert len(marked) <= 3, f"too many blocks marked {SKIP_MARK}...: {marked}"
+    assert len(marked) <= 3, f"too many blocks marked {markdown.SKIP_MARK}...: {marked}"
 
 
 def test_no_reference_outside_the_repository() -> None:

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from examples.common import datasets
 from examples.nf_resnet import configs, evaluate, train
 from experiments.runs import read_run
 
@@ -17,8 +16,7 @@ TINY = dataclasses.replace(configs.get_config("smoke"), train_examples=512, test
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(datasets.locate("fashion_mnist") is None,
-                    reason="Fashion-MNIST is not installed")
+@pytest.mark.requires_fashion_mnist
 def test_a_restored_run_reports_and_predicts_its_test_accuracy(tmp_path, capsys):
     summary = train.train_and_evaluate(TINY, tmp_path)
     evals = {r["step"]: r for r in read_run(tmp_path).evals}
@@ -67,8 +65,7 @@ def test_evaluating_a_directory_without_a_run_is_a_user_error(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(datasets.locate("fashion_mnist") is None,
-                    reason="Fashion-MNIST is not installed")
+@pytest.mark.requires_fashion_mnist
 def test_a_restored_vit_run_reports_and_predicts_its_test_accuracy(tmp_path, capsys):
     from examples.vit import configs as vit_configs
     from examples.vit import evaluate as vit_evaluate

@@ -12,9 +12,10 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from flax_compat import as_pure
 
+import agc_optax
 from agc_optax import agc, path_to_str
+from helpers.flax_compat import as_pure
 
 PARAMS = {"body": {"layers": [{"kernel": jnp.ones((4, 3))}, {"kernel": jnp.ones((3, 3))}]},
           "head": {"kernel": jnp.ones((3, 2)), "bias": jnp.zeros(2)}}
@@ -75,10 +76,19 @@ def test_excluded_leaves_are_returned_unchanged_even_when_huge():
 
 
 def test_pattern_matching_nothing_lists_the_paths():
-    with pytest.raises(ValueError, match=r"'hed' matches no leaf.*'head/kernel'"):
+    with pytest.raises(agc_optax.ExcludeError, match=r"'hed' matches no leaf.*'head/kernel'"):
         agc(0.01, exclude="hed").init(PARAMS)
-    with pytest.raises(ValueError, match="matches no leaf"):
+    with pytest.raises(agc_optax.ExcludeError, match="matches no leaf"):
         agc(0.01, exclude=["head", "classifier"]).init(PARAMS)
+
+
+def test_exclude_errors_have_their_own_type_and_stay_value_errors():
+    """Callers tell an ``exclude`` mistake by its type, never by the message's text."""
+    assert issubclass(agc_optax.ExcludeError, ValueError)
+    with pytest.raises(agc_optax.ExcludeError, match="excludes every leaf"):
+        agc(0.01, exclude=".").init(PARAMS)
+    with pytest.raises(agc_optax.ExcludeError, match="no entry for leaves"):
+        agc(0.01, exclude={"head": {"kernel": True}}).init(PARAMS)
 
 
 def test_invalid_regex_is_reported():

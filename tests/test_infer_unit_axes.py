@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import pathlib
 
 import flax.linen as nn
 import jax
@@ -15,13 +16,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import mixed_scale_pair
 from jax.sharding import AbstractMesh, AxisType
 from jax.sharding import PartitionSpec as P
-from reference import reference_agc
-from test_docs import fenced_blocks
 
 from agc_optax import agc, infer_unit_axes, path_to_str
+from helpers import markdown
+from helpers.reference import reference_agc
+from helpers.trees import mixed_scale_pair
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _linen_rule(module, *inputs, **kwargs):
@@ -377,15 +380,19 @@ def test_agc_with_inferred_axes_matches_the_float64_reference():
     assert isinstance(tx, optax.GradientTransformation)
 
 
-@pytest.mark.parametrize(("page", "tables"), [("docs/guides/units.md", 4), ("README.md", 1)])
-def test_the_units_tables_shown_are_real_output(page, tables):
-    """Every ``text`` block of the page is what its python blocks print."""
+def test_the_units_tables_shown_are_real_output():
+    """Every ``text`` block of the units guide is what its python blocks print.
+
+    README.md's table is checked by ``tests/test_readme.py``, which runs README's code once.
+    """
+    page = REPO / "docs" / "guides" / "units.md"
     out = io.StringIO()
     namespace: dict = {}
     with contextlib.redirect_stdout(out):
-        for _, _, code in fenced_blocks(page, "python"):
-            exec(compile(code, page, "exec"), namespace)
-    shown = [code.strip() for _, _, code in fenced_blocks(page, "text")]
-    assert len(shown) == tables
+        for block in markdown.fenced_blocks(page, "python"):
+            if markdown.SKIP_MARK not in block.info:
+                markdown.run_block(page, block, namespace)
+    shown = [block.code.strip() for block in markdown.fenced_blocks(page, "text")]
+    assert len(shown) == 4
     for text in shown:
         assert text in out.getvalue()

@@ -13,10 +13,10 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 import numpy as np
-from conftest import mixed_scale_pair
-from reference import reference_agc
 
 from agc_optax import agc, infer_unit_axes, path_to_str
+from helpers.reference import reference_agc
+from helpers.trees import mixed_scale_pair
 
 X = jax.ShapeDtypeStruct((2, 5, 6), jnp.float32)
 IDS = jax.ShapeDtypeStruct((2, 5), jnp.int32)

@@ -8,11 +8,11 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from flax_compat import as_pure
-from reference import reference_agc
 
 from agc_optax import agc, infer_unit_axes, nnx_unit_axes
 from agc_optax._paths import flatten_with_path_strings
+from helpers.flax_compat import as_pure
+from helpers.reference import reference_agc
 
 
 class Known(nnx.Module):

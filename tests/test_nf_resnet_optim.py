@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from examples.nf_resnet import optim
+from examples.nf_resnet import train
 from examples.nf_resnet.configs import TrainConfig
 
 LAMBDA, EPS, WD, MU = 0.05, 1e-3, 0.1, 0.9
@@ -63,7 +63,7 @@ def expected_steps(params: dict, grads: list[dict], lrs: list[float]) -> dict:
 def test_two_steps_match_the_definition():
     rng = np.random.default_rng(0)
     params, grads = tree(rng), [gradient(rng), gradient(rng)]
-    tx, schedule = optim.create_optimizer(CONFIG, total_steps=10, steps_per_epoch=5)
+    tx, schedule = train.create_optimizer(CONFIG, total_steps=10, steps_per_epoch=5)
     lrs = [PEAK, PEAK * 0.5 * (1 + np.cos(np.pi / 10))]  # no warm-up: cosine from the peak
     np.testing.assert_allclose([schedule(0), schedule(1)], lrs, rtol=1e-6)
     as_f32 = lambda t: {k: {n: jnp.float32(x) for n, x in v.items()} for k, v in t.items()}  # noqa: E731
@@ -84,7 +84,7 @@ def test_two_steps_match_the_definition():
 
 def test_the_learning_rate_warms_up_linearly_then_decays_as_a_cosine():
     config = dataclasses.replace(CONFIG, warmup_epochs=1.0)
-    _, schedule = optim.create_optimizer(config, total_steps=12, steps_per_epoch=4)
+    _, schedule = train.create_optimizer(config, total_steps=12, steps_per_epoch=4)
     steps = np.arange(13)
     expected = np.where(steps <= 4, PEAK * steps / 4,
                         PEAK * 0.5 * (1 + np.cos(np.pi * (steps - 4) / 8)))
@@ -94,5 +94,5 @@ def test_the_learning_rate_warms_up_linearly_then_decays_as_a_cosine():
 @pytest.mark.parametrize("warmup_epochs", [5.0, 100.0])
 def test_a_warm_up_longer_than_the_run_is_cut_to_leave_one_decay_step(warmup_epochs):
     config = dataclasses.replace(CONFIG, warmup_epochs=warmup_epochs)
-    _, schedule = optim.create_optimizer(config, total_steps=12, steps_per_epoch=4)
+    _, schedule = train.create_optimizer(config, total_steps=12, steps_per_epoch=4)
     assert schedule(11) == pytest.approx(PEAK) and schedule(12) == pytest.approx(0.0, abs=1e-7)

@@ -16,9 +16,9 @@ from flax import nnx
 
 from agc_optax import path_to_str
 from examples.common import errors
-from examples.nf_resnet import bn_resnet, layers, models, nfnet, nfnet_specs, pretrained, train
+from examples.nf_resnet import bn_resnet, layers, models, networks, nfnet, nfnet_specs, pretrained
 from examples.nf_resnet.configs import TrainConfig
-from tests.helpers import deepmind_fixtures
+from helpers import deepmind_fixtures
 
 DEEPMIND = deepmind_fixtures.variants()
 # Building a network abstractly costs time quadratic in its depth (JAX traces every
@@ -195,7 +195,7 @@ def test_inner_width_below_the_group_width_is_an_error():
 @pytest.mark.parametrize("name", ["nfnet_f0", "nf_resnet_50", "nf_resnet_cpu"])
 def test_the_trainer_builds_every_kind_of_model(name):
     config = TrainConfig(model=name, drop_path_rate=0.1, dropout_rate=0.2)
-    model = nnx.eval_shape(lambda: train.create_model(config, 10, 3, nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: networks.create_model(config, 10, 3, nnx.Rngs(0)))
     assert model.head.kernel.shape[-1] == 10
     if name in nfnet_specs.VARIANTS:
         assert model.dropout.rate == 0.2
@@ -206,7 +206,7 @@ def test_the_trainer_builds_every_kind_of_model(name):
 def test_the_trainer_refuses_an_activation_for_a_deepmind_network():
     config = TrainConfig(model="nfnet_f0", activation="silu")
     with pytest.raises(errors.UserError, match="--activation 'silu': --model nfnet_f0 fixes"):
-        train.create_model(config, 10, 3, nnx.Rngs(0))
+        networks.create_model(config, 10, 3, nnx.Rngs(0))
 
 
 def test_the_docs_table_is_deepmind_counts_and_the_rows():

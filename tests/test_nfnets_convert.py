@@ -22,7 +22,7 @@ from examples.nf_resnet import (
     train,
 )
 from examples.nf_resnet.configs import TrainConfig
-from tests.helpers import deepmind_fixtures
+from helpers import deepmind_fixtures
 
 HEAD = "NFNet/~/linear"
 
@@ -128,6 +128,6 @@ def test_convert_refuses_grayscale_data(tmp_path, tiny_variant, monkeypatch):
     config = TrainConfig(model="nfnet_tiny")
     fake = dataclasses.make_dataclass("Data", ["train_images", "num_classes"])(
         np.zeros((2, 28, 28, 1), np.uint8), 10)
-    monkeypatch.setattr(convert.trainer, "load_data", lambda _: fake)
+    monkeypatch.setattr(convert.datasets, "load", lambda *args, **kwargs: fake)
     with pytest.raises(UserError, match="has 1 channel\\(s\\); DeepMind's networks take RGB"):
         convert.convert(checkpoint, config, tmp_path / "out")

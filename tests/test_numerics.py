@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import mixed_scale_pair
-from reference import reference_agc
 
 from agc_optax import agc
+from helpers.reference import reference_agc
+from helpers.trees import mixed_scale_pair
 
 
 def clip(grads, params, clipping=0.01, **kwargs):

@@ -52,6 +52,44 @@ def test_dependencies_are_floors_that_the_min_versions_job_can_pin():
     assert "test_min_versions.sh" in (REPO / ".ci" / "run").read_text()
 
 
+# What scripts/test_min_versions.sh installs (at the floors) for the library's tests, and what
+# comes with it (ml_dtypes with jax, packaging with pytest).
+MIN_VERSIONS_PACKAGES = {"agc_optax", "jax", "optax", "numpy", "flax", "pytest", "hypothesis",
+                         "ml_dtypes", "packaging"}
+
+
+def imports_with_helpers(path):
+    """``top_level_imports`` of a test file and of the ``helpers`` modules it imports."""
+    names, seen, todo = set(), set(), [path]
+    while todo:
+        module = todo.pop()
+        seen.add(module)
+        tree = ast.parse(module.read_text())
+        names |= top_level_imports(module)
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("helpers"):
+                parts = node.module.split(".")[1:] or [alias.name for alias in node.names]
+                helper = REPO / "tests" / "helpers" / f"{parts[0]}.py"
+                if helper.is_file() and helper not in seen:
+                    todo.append(helper)
+    return names - {"helpers"}
+
+
+def test_min_versions_job_runs_library_tests_that_exist_and_need_only_its_packages():
+    script = (REPO / "scripts" / "test_min_versions.sh").read_text()
+    listed = re.search(r"^library_tests=\((.*?)^\)", script, re.S | re.M)
+    assert listed, "scripts/test_min_versions.sh lost its library_tests=( ... ) list"
+    paths = [line.strip() for line in listed[1].splitlines() if line.strip()]
+    assert len(paths) >= 10, paths
+    for path in [*paths, "tests/conftest.py"]:
+        assert (REPO / path).is_file(), f"scripts/test_min_versions.sh lists {path}: not a file"
+        extra = imports_with_helpers(REPO / path) - set(sys.stdlib_module_names)
+        assert extra <= MIN_VERSIONS_PACKAGES, (
+            f"{path} imports {sorted(extra - MIN_VERSIONS_PACKAGES)}, which the minimum-versions "
+            "job does not install: import it only inside the code that needs it, or take the "
+            "test out of library_tests")
+
+
 def test_version_is_written_once():
     assert "version" not in PROJECT and "version" in PROJECT["dynamic"]
     assert SETUPTOOLS["dynamic"]["version"] == {"attr": "agc_optax.__version__"}

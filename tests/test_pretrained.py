@@ -16,7 +16,7 @@ from flax import nnx
 from agc_optax import path_to_str
 from examples.common.errors import UserError
 from examples.nf_resnet import pretrained
-from tests.helpers import deepmind_fixtures
+from helpers import deepmind_fixtures
 
 CONV = "NFNet/~/nf_block_1/~/conv1b"
 

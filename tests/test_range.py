@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference import reference_agc
 
 from agc_optax import agc
+from helpers.reference import reference_agc
 
 F32_TINY = float(np.finfo(np.float32).tiny)
 DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}

@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -29,9 +30,8 @@ def run_checks_on_8_devices(module: str) -> None:
         [env.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"]
     ).strip()
     env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO), str(REPO / "tests"), str(HELPERS), *filter(None, [env.get("PYTHONPATH")])]
-    )
+    # pyproject.toml's pythonpath gives the child the repository and tests/ (for helpers).
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
     command += ["-o", "addopts=-ra", str(HELPERS / module)]
     try:
@@ -46,6 +46,10 @@ def run_checks_on_8_devices(module: str) -> None:
         pytest.fail(f"{module} failed (exit {child.returncode}):\n{report}", pytrace=False)
     if "needs 8 devices" in child.stdout:  # A skip reason, listed by -ra.
         pytest.fail(f"{module} skipped checks, so it did not get 8 devices:\n{report}")
+    # A lenient optax_bug xfail that passed (helpers/optax_bugs.py): shown, not a failure.
+    for line in child.stdout.splitlines():
+        if line.startswith("XPASS"):
+            warnings.warn(f"{module}: {line}", stacklevel=2)
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from examples.common import checkpointing, datasets, runs, trainer, workdir
+from examples.common import checkpointing, datasets, runs, workdir
 from examples.common.errors import UserError
 from examples.nf_resnet import configs, main, train
 from experiments.runs import read_run
@@ -36,8 +36,6 @@ TINY = dataclasses.replace(configs.get_config("smoke"), train_examples=512, test
 TINY_FLAGS = ["--preset", "smoke", "--train-examples", "512", "--test-examples", "250",
               "--batch-size", "64", "--eval-batch-size", "250", "--steps", "24",
               "--log-every-steps", "4"]
-
-needs_data = pytest.mark.skipif(FASHION is None, reason="Fashion-MNIST is not installed")
 
 
 def final_params(run_dir: pathlib.Path) -> list[np.ndarray]:
@@ -87,7 +85,7 @@ def truncated_fashion_mnist(tmp_path: pathlib.Path) -> str:
     return str(data_dir)
 
 
-@needs_data
+@pytest.mark.requires_fashion_mnist
 @pytest.mark.parametrize(("flags", "expected"), [
     (["--batch-size", "0"], "--batch-size 0: must be at least 1"),
     (["--batch-size", "-8"], "--batch-size -8: must be at least 1"),
@@ -135,16 +133,9 @@ def test_a_bad_flag_value_is_two_lines_not_the_whole_usage(capsys):
         f"(see {main.PROG} --help)"]
 
 
-def test_logs_show_a_work_directory_relative_to_the_current_one(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert trainer.shown_path(tmp_path / "runs" / "a") == "runs/a"
-    outside = tmp_path.parent / "elsewhere"
-    assert trainer.shown_path(outside) == str(outside)
-
-
 # --- one run per work directory ------------------------------------------------------------
 
-@needs_data
+@pytest.mark.requires_fashion_mnist
 @pytest.mark.slow
 def test_a_work_directory_holding_a_run_is_refused_resumed_or_overwritten(tmp_path, capfd):
     run_dir = tmp_path / "run"
@@ -172,7 +163,7 @@ def test_a_work_directory_holding_a_run_is_refused_resumed_or_overwritten(tmp_pa
     assert json.loads((run_dir / "config.json").read_text())["seed"] == 1
 
 
-@needs_data
+@pytest.mark.requires_fashion_mnist
 @pytest.mark.slow
 def test_a_batch_norm_run_resumes_only_with_its_own_microbatch_split(tmp_path, capfd):
     # BatchNorm normalizes each microbatch on its own: the split is part of what is computed.
@@ -209,28 +200,28 @@ def test_an_unwritable_metrics_file_on_resume_is_a_user_error(tmp_path, monkeypa
 
 # --- the host's lead over the devices -------------------------------------------------------
 
-@needs_data
+@pytest.mark.requires_fashion_mnist
 def test_the_host_dispatches_at_most_two_steps_beyond_the_running_one(tmp_path, monkeypatch):
-    """Hundreds of queued steps aborted XLA:CPU on two devices (``trainer.MAX_STEPS_AHEAD``)."""
+    """Hundreds of queued steps aborted XLA:CPU on two devices (``devices.MAX_STEPS_AHEAD``)."""
     events: list[tuple[str, int]] = []
     dispatched: list[object] = []
-    jit_steps, block_until_ready = trainer.jit_steps, jax.block_until_ready
+    set_up, block_until_ready = train.set_up, jax.block_until_ready
 
-    def recording_jit_steps(ctx, shardings):
-        train_fn, eval_fn = jit_steps(ctx, shardings)
+    def recording_set_up(config):
+        setup = set_up(config)
 
         def recording_train_fn(state, batch):
-            state, metrics = train_fn(state, batch)
+            state, metrics = setup.train_fn(state, batch)
             events.append(("dispatch", len(dispatched)))
             dispatched.append(metrics)
             return state, metrics
-        return recording_train_fn, eval_fn
+        return setup._replace(train_fn=recording_train_fn)
 
     def recording_block_until_ready(x):
         events.extend(("wait", i) for i, m in enumerate(dispatched) if m is x)
         return block_until_ready(x)
 
-    monkeypatch.setattr(trainer, "jit_steps", recording_jit_steps)
+    monkeypatch.setattr(train, "set_up", recording_set_up)
     monkeypatch.setattr(jax, "block_until_ready", recording_block_until_ready)
     # One training record, at the end: no fetch of the metrics bounds the queue meanwhile.
     train.train_and_evaluate(dataclasses.replace(TINY, steps=12, log_every_steps=100), tmp_path)
@@ -241,7 +232,7 @@ def test_the_host_dispatches_at_most_two_steps_beyond_the_running_one(tmp_path, 
 
 # --- signals and failed writes -------------------------------------------------------------
 
-@needs_data
+@pytest.mark.requires_fashion_mnist
 @pytest.mark.slow
 def test_sigterm_checkpoints_the_current_step_and_resume_ends_bit_identical(
         tmp_path, uninterrupted):
@@ -284,7 +275,7 @@ handler.JsonCheckpointHandler._save_fn = save_fn
 """
 
 
-@needs_data
+@pytest.mark.requires_fashion_mnist
 @pytest.mark.slow
 def test_kill_9_during_a_checkpoint_write_resumes_from_the_last_complete_one(
         tmp_path, uninterrupted):
@@ -308,7 +299,7 @@ def test_kill_9_during_a_checkpoint_write_resumes_from_the_last_complete_one(
     assert not [p for p in (run_dir / "checkpoints").iterdir() if "tmp" in p.name]
 
 
-@needs_data
+@pytest.mark.requires_fashion_mnist
 @pytest.mark.slow
 def test_a_failed_checkpoint_write_is_an_error_at_that_step(tmp_path, monkeypatch):
     from orbax.checkpoint._src.handlers import json_checkpoint_handler as handler

@@ -7,10 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import mixed_scale_pair
 from flax import nnx
-from flax_compat import as_pure
-from reference import reference_agc
 
 from agc_optax import (
     agc,
@@ -19,6 +16,9 @@ from agc_optax import (
     output_first_unit_axes,
     path_to_str,
 )
+from helpers.flax_compat import as_pure
+from helpers.reference import reference_agc
+from helpers.trees import mixed_scale_pair
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 
 import agc_optax
-from examples.vit import models, optim
+from examples.vit import models, optim, train
 from examples.vit.configs import TrainConfig
 
 NANO = models.VARIANTS["vit_nano"]
@@ -41,8 +41,9 @@ def random_like(tree, seed: int, scale: float = 1.0):
 
 
 def one_update(config, params, grads, unit_axes=None):
-    tx, _ = optim.create_optimizer(config, total_steps=100, steps_per_epoch=1,
-                                   unit_axes=unit_axes)
+    with pytest.MonkeyPatch.context() as patch:  # AGC's units for these toy parameters.
+        patch.setattr(models, "unit_axes", lambda _: unit_axes)
+        tx, _ = train.create_optimizer(config, total_steps=100, steps_per_epoch=1)
     state = tx.init(params)
     updates, state = tx.update(grads, state, params)
     return updates, state
@@ -50,7 +51,7 @@ def one_update(config, params, grads, unit_axes=None):
 
 def test_schedule_warms_up_linearly_then_decays_to_zero_by_a_cosine():
     config = dataclasses.replace(CONFIG, warmup_epochs=2)
-    _, schedule = optim.create_optimizer(config, total_steps=100, steps_per_epoch=10)
+    _, schedule = train.create_optimizer(config, total_steps=100, steps_per_epoch=10)
     np.testing.assert_allclose([schedule(0), schedule(10), schedule(20)], [0, 5e-3, 1e-2])
     np.testing.assert_allclose(schedule(60), 1e-2 * 0.5 * (1 + np.cos(np.pi * 40 / 80)),
                                rtol=1e-5)
@@ -179,5 +180,5 @@ def test_unknown_names_are_refused():
     with pytest.raises(ValueError, match="--agc-units 'rank'"):
         optim.unit_axes_rule("rank", None, IMAGE)
     with pytest.raises(ValueError, match="--agc-placement 'middle'"):
-        optim.create_optimizer(dataclasses.replace(CONFIG, clipping=0.01, agc_placement="middle"),
+        train.create_optimizer(dataclasses.replace(CONFIG, clipping=0.01, agc_placement="middle"),
                                10, 1)

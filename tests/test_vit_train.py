@@ -1,7 +1,7 @@
 """The ViT example trains in the shared trainer, and its command line sets every new field.
 
 The training test needs Fashion-MNIST (Debian's dataset-fashion-mnist, $AGC_OPTAX_DATA or
-the cache) and is skipped when it is missing, since nothing can be downloaded in CI.
+the cache): ``requires_fashion_mnist`` skips it when the data is missing, or fails it in CI.
 """
 
 import dataclasses
@@ -12,8 +12,8 @@ import pytest
 from flax import nnx
 
 import agc_optax
-from examples.common import datasets, errors, flags
-from examples.vit import configs, main, train
+from examples.common import errors, flags
+from examples.vit import configs, main, models, train
 from experiments.runs import read_run
 
 # 1024 training examples in batches of 64: 16 steps per epoch.
@@ -23,8 +23,7 @@ TINY = dataclasses.replace(configs.get_config("smoke"), train_examples=1024, tes
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(datasets.locate("fashion_mnist") is None,
-                    reason="Fashion-MNIST is not installed")
+@pytest.mark.requires_fashion_mnist
 @pytest.mark.parametrize("placement", ["before", "after"])
 def test_vit_trains_on_a_small_subset(tmp_path, placement):
     config = dataclasses.replace(TINY, agc_placement=placement, clipping=0.05)
@@ -67,7 +66,7 @@ def test_unknown_choices_are_one_line_errors(flag, capsys):
 ])
 def test_agc_units_flag_picks_the_rule(units, query, out):
     config = dataclasses.replace(configs.get_config("smoke"), agc_units=units)
-    rule = train.unit_axes(config) or agc_optax.default_unit_axes
+    rule = models.unit_axes(config) or agc_optax.default_unit_axes
     assert rule("blocks/0/attention/query/kernel", jnp.zeros((32, 2, 16))) == query
     assert rule("blocks/0/attention/out/kernel", jnp.zeros((2, 16, 32))) == out
 
@@ -78,7 +77,7 @@ def test_a_model_whose_patches_do_not_tile_the_images_is_a_user_error():
     # The variants with 4-pixel patches tile 32×32; the 7-pixel ones do not.
     tiling = r"\['vit_cpu_p4', 'vit_small'\]"
     with pytest.raises(errors.UserError, match=rf"--model vit_cpu .* pick one of {tiling}"):
-        train.create_model(config, 10, 3, nnx.Rngs(0))
+        models.create_model(config, 10, 3, nnx.Rngs(0))
 
 
 @pytest.mark.parametrize("name", ["b1", "b2"])

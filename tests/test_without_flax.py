@@ -58,7 +58,7 @@ def test_library_runs_with_flax_uninstalled():
     out = run_python("""
         import jax, jax.numpy as jnp, numpy as np, optax
         import agc_optax
-        from reference import reference_agc
+        from helpers.reference import reference_agc
 
         try:
             import flax  # noqa: F401

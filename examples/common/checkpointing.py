@@ -3,6 +3,7 @@
 import pathlib
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
 
 from examples.common.errors import UserError
@@ -73,6 +74,26 @@ class Checkpointer:
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
         return restored.state, restored.data
+
+    def restore_latest(self, state: Any, resume: bool) -> tuple[Any, dict[str, Any] | None, int]:
+        """The newest checkpoint when resuming and there is one, else ``state`` itself.
+
+        Args:
+          state: the initial state; its arrays' shapes, dtypes and shardings are those of
+            the restored one.
+          resume: whether to look for a checkpoint at all.
+
+        Returns:
+          ``(state, data_state, step)``: the state, the input pipeline's position (``None``:
+          from the start) and the step to continue from.
+        """
+        step = self.latest_step() if resume else None
+        if step is None:
+            return state, None, 0
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+        state, data_state = self.restore(step, abstract)
+        return state, data_state, step
 
     def wait(self) -> None:
         """Blocks until pending saves are written."""

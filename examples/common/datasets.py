@@ -285,12 +285,15 @@ def _not_found_message(dataset: str, reason: Exception) -> str:
     )
 
 
-def load(dataset: str, data_dir: str | None = None) -> ImageDataset:
+def load(dataset: str, data_dir: str | None = None, *, train_examples: int | None = None,
+         test_examples: int | None = None) -> ImageDataset:
     """Finds (or downloads) and reads a dataset.
 
     Args:
       dataset: ``"fashion_mnist"``, ``"mnist"`` or ``"cifar10"``.
       data_dir: the directory holding the files (``None``: search the usual places).
+      train_examples: keep only the first this many training examples (``None``: all).
+      test_examples: keep only the first this many test examples (``None``: all).
 
     Returns:
       The train and test images (uint8 NHWC) and labels (int32).
@@ -326,5 +329,6 @@ def load(dataset: str, data_dir: str | None = None) -> ImageDataset:
     for split, x, y in zip(("train", "test"), images, labels, strict=True):
         if len(x) != len(y):
             raise DataFileError(f"{dataset} {split}: {len(x)} images but {len(y)} labels.")
-    return ImageDataset(images[0], labels[0].astype(np.int32), images[1],
-                        labels[1].astype(np.int32), num_classes)
+    train, test = slice(train_examples), slice(test_examples)
+    return ImageDataset(images[0][train], labels[0][train].astype(np.int32), images[1][test],
+                        labels[1][test].astype(np.int32), num_classes)

@@ -15,6 +15,7 @@ import pathlib
 import pkgutil
 import re
 from collections.abc import Sequence
+from types import ModuleType
 from typing import Any
 
 import jax
@@ -22,9 +23,8 @@ import numpy as np
 from flax import nnx
 
 from agc_optax import path_to_str
-from examples.common import checkpointing, errors, input_pipeline, launch, trainer
+from examples.common import checkpointing, errors, input_pipeline, launch
 from examples.common import workdir as workdir_lib
-from examples.common.state import ModelFamily
 
 
 def _examples_with_fields(names: set[str]) -> list[str]:
@@ -41,7 +41,7 @@ def _examples_with_fields(names: set[str]) -> list[str]:
     return found
 
 
-def _check_made_by(family: ModelFamily, config_class: type, workdir: pathlib.Path,
+def _check_made_by(example: str, config_class: type, workdir: pathlib.Path,
                    stored: dict[str, Any]) -> None:
     """Refuses a run of another example in one line naming that example.
 
@@ -51,12 +51,12 @@ def _check_made_by(family: ModelFamily, config_class: type, workdir: pathlib.Pat
     unknown = sorted(set(stored) - {f.name for f in dataclasses.fields(config_class)})
     if not unknown:
         return
-    makers = [name for name in _examples_with_fields(set(stored)) if name != family.name]
+    makers = [name for name in _examples_with_fields(set(stored)) if name != example]
     made_by = (f"the {makers[0]} example (evaluate it with python -m examples.{makers[0]}"
                ".evaluate)" if makers else "no example of this version")
     raise errors.UserError(f"--workdir {workdir} holds a run of {made_by}, not of the "
-                           f"{family.name} example: its {workdir_lib.CONFIG} has "
-                           f"{', '.join(unknown[:3])}, which {family.name}'s config lacks.")
+                           f"{example} example: its {workdir_lib.CONFIG} has "
+                           f"{', '.join(unknown[:3])}, which {example}'s config lacks.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,35 +66,36 @@ class TrainedModel:
     Attributes:
       config: the run's configuration (as trained, up to overrides passed to :func:`load`).
       step: the checkpoint's step.
-      setup: the data, the restored state and the jitted steps (see
-        :class:`~examples.common.trainer.Setup`); ``setup.data`` holds the test images.
+      train: the example's ``train`` module (its ``evaluate``).
+      setup: the data, the restored state and the jitted steps (the example's
+        ``train.Setup``); ``setup.data`` holds the test images.
       model: the ``nnx.Module`` in evaluation mode (no dropout; BatchNorm's running
         averages); it takes images normalised as in training (use :meth:`predict`).
     """
 
     config: Any
     step: int
-    setup: trainer.Setup
+    train: ModuleType
+    setup: Any
     model: nnx.Module
 
     def predict(self, images: np.ndarray) -> jax.Array:
         """Returns the logits of uint8 images ``(N, H, W, C)``, normalised as in training."""
-        ctx = self.setup.ctx
-        return self.model(input_pipeline.normalize(images, ctx.mean, ctx.std))
+        static = self.setup.static
+        return self.model(input_pipeline.normalize(images, static.mean, static.std))
 
     def evaluate(self) -> dict[str, float]:
         """Returns ``test_loss`` and ``test_accuracy`` over the configured test images."""
         setup = self.setup
-        return trainer.evaluate(setup.eval_fn, setup.state, setup.data, self.config,
-                                setup.shardings.batch)
+        return self.train.evaluate(setup.eval_fn, setup.state, setup.data, setup.mesh.batch)
 
 
-def load(family: ModelFamily, config_class: type, workdir: str | pathlib.Path,
+def load(train: ModuleType, config_class: type, workdir: str | pathlib.Path,
          step: int | None = None, **overrides: Any) -> TrainedModel:
     """Restores a run's model from its work directory.
 
     Args:
-      family: the run's model family.
+      train: the example's ``train`` module (``set_up``, ``evaluate``).
       config_class: the family's config dataclass.
       workdir: the run's ``--workdir``.
       step: the checkpoint to restore (``None``: the newest).
@@ -112,7 +113,7 @@ def load(family: ModelFamily, config_class: type, workdir: str | pathlib.Path,
     if stored is None:
         raise errors.UserError(f"--workdir {workdir} holds no {workdir_lib.CONFIG}: pass the "
                                "--workdir of a training run.")
-    _check_made_by(family, config_class, workdir, stored)
+    _check_made_by(example_name(train), config_class, workdir, stored)
     config = dataclasses.replace(config_class(**stored), **overrides)
     checkpointer = checkpointing.Checkpointer(workdir / workdir_lib.CHECKPOINTS, read_only=True)
     try:
@@ -121,16 +122,21 @@ def load(family: ModelFamily, config_class: type, workdir: str | pathlib.Path,
         if step not in saved:
             raise errors.UserError(f"{checkpointer.directory} holds no checkpoint of step "
                                    f"{step} (saved steps: {saved}); pass --step of one.")
-        setup = trainer.set_up(family, config)
+        setup = train.set_up(config)
         abstract = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), setup.state)
         state, _ = checkpointer.restore(step, abstract)
     finally:
         checkpointer.close()
-    setup = dataclasses.replace(setup, state=state)
-    model = nnx.view(setup.ctx.merge(state.params, state.model_state), deterministic=True,
+    setup = setup._replace(state=state)
+    model = nnx.view(setup.static.model(state.params, state.batch_stats), deterministic=True,
                      use_running_average=True, raise_if_not_found=False)
-    return TrainedModel(config, step, setup, model)
+    return TrainedModel(config, step, train, setup, model)
+
+
+def example_name(train: ModuleType) -> str:
+    """``"nf_resnet"`` for ``examples.nf_resnet.train``: the example a train module belongs to."""
+    return train.__name__.split(".")[-2]
 
 
 def describe_params(model: nnx.Module, regex: re.Pattern[str]) -> list[str]:
@@ -190,14 +196,14 @@ def parse_flags(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None, *, prog: str, family: ModelFamily,
+def main(argv: Sequence[str] | None, *, prog: str, train: ModuleType,
          config_class: type) -> int:
     """Restores a run's checkpoint and prints its test accuracy; returns the exit status.
 
     Args:
       argv: the arguments (``None``: ``sys.argv``).
       prog: the program's name in the usage line.
-      family: the run's model family.
+      train: the example's ``train`` module.
       config_class: the family's config dataclass.
 
     Returns:
@@ -211,11 +217,11 @@ def main(argv: Sequence[str] | None, *, prog: str, family: ModelFamily,
         overrides["data_dir"] = args.data_dir
 
     def run() -> int:
-        trained = load(family, config_class, args.workdir, args.step, **overrides)
+        trained = load(train, config_class, args.workdir, args.step, **overrides)
         result = trained.evaluate()
         print(f"{args.workdir.absolute()} step {trained.step}: test_accuracy="
               f"{result['test_accuracy']:.4f} test_loss={result['test_loss']:.4f} on "
-              f"{len(trained.setup.data.test_images)} test images")
+              f"{trained.setup.data.num_eval_examples} test images")
         if args.params is not None:
             print("\n".join(describe_params(trained.model, args.params)))
         return 0

@@ -239,6 +239,76 @@ def random_erase(rng: jax.Array, images: jax.Array, probability: float) -> jax.A
     return erase(images, boxes, jax.random.normal(noise_rng, images.shape, images.dtype))
 
 
+class InMemoryData:
+    """A small dataset held in memory (Fashion-MNIST, MNIST, CIFAR-10), batched by grain.
+
+    The interface the examples' loops use for every dataset (the NF-ResNet example's image
+    datasets, :class:`examples.nf_resnet.image_data.ImageData`, have the same): sizes,
+    pixel statistics, this process's training batches and evaluation batches. Images stay
+    uint8 and uncropped; the training step normalizes and augments them on the devices.
+
+    Attributes:
+      name: the dataset's name.
+      num_classes: the number of classes.
+      num_train_examples: training images (over all processes).
+      num_eval_examples: test images (padding excluded).
+      in_features: channels of an image.
+      mean: per-channel pixel mean of the training images, in [0, 1] units.
+      std: per-channel pixel standard deviation.
+    """
+
+    def __init__(self, name: str, data: Any, global_batch_size: int, eval_batch_size: int):
+        """Wraps ``data`` (a :class:`~examples.common.datasets.ImageDataset`).
+
+        Args:
+          name: the dataset's name.
+          data: the images and labels.
+          global_batch_size: training examples per step over all processes.
+          eval_batch_size: evaluation examples per batch over all processes.
+        """
+        self.name, self._data = name, data
+        self._batch_sizes = (global_batch_size, eval_batch_size)
+        self.num_classes = data.num_classes
+        self.num_train_examples = len(data.train_images)
+        self.num_eval_examples = len(data.test_images)
+        self.in_features = data.train_images.shape[-1]
+        self.mean, self.std = channel_stats(data.train_images)
+
+    def train_batches(self, seed: int, state: dict[str, Any] | None = None) -> Any:
+        """This process's endless training batches, from loader state ``state`` on.
+
+        Returns:
+          A grain iterator of ``{"image", "label"}`` with ``get_state()``.
+        """
+        return iterate(train_dataset(
+            self._data.train_images, self._data.train_labels,
+            global_batch_size=self._batch_sizes[0], seed=seed,
+            process_index=jax.process_index(), process_count=jax.process_count()), state)
+
+    def eval_batches(self) -> Iterator[dict[str, np.ndarray]]:
+        """One pass over this process's share of the padded test batches (with ``mask``)."""
+        for batch in eval_batches(self._data.test_images, self._data.test_labels,
+                                  global_batch_size=self._batch_sizes[1],
+                                  process_index=jax.process_index(),
+                                  process_count=jax.process_count()):
+            yield batch._asdict()
+
+
+def device_batches(iterator: Any, sharding: jax.sharding.Sharding
+                   ) -> tuple["DevicePrefetcher", dict[str, Any]]:
+    """A loader's batches on the devices, prefetched.
+
+    Args:
+      iterator: a grain iterator of this process's share of each global batch.
+      sharding: the sharding of a global batch.
+
+    Returns:
+      ``(batches, state)``: an iterator of ``(device batch, loader state after it)`` and
+      the loader's state before the first batch (what a checkpoint stores before a step).
+    """
+    return DevicePrefetcher(iterator, sharding), iterator.get_state()
+
+
 class DevicePrefetcher:
     """Moves batches to devices in a background thread, a few steps ahead.
 

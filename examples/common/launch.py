@@ -63,9 +63,10 @@ def run_command_line(argv: Sequence[str] | None, *, prog: str, description: str,
       train_and_evaluate: the family's ``(config, workdir, resume=, overwrite=) -> summary``.
 
     Returns:
-      The exit status: 0, ``128 + signal`` when a signal stopped the run, 2 after a user
-      error (a flag out of range, a work directory holding another run, an unwritable
-      file), which prints one ``error:`` line and no traceback.
+      The exit status: 0, 1 when training diverged, ``128 + signal`` when a signal
+      stopped the run, 2 after a user error (a flag out of range, a work directory
+      holding another run, an unwritable file), which prints one ``error:`` line and no
+      traceback.
     """
     config, options = flags.parse(argv, prog=prog, description=description,
                                   presets=presets, get_config=get_config)
@@ -81,13 +82,14 @@ def run_command_line(argv: Sequence[str] | None, *, prog: str, description: str,
 
 
 def exit_status(summary: dict[str, Any], workdir: pathlib.Path) -> int:
-    """Logs how a run ended; returns its exit status (``128 + signal`` when a signal stopped it).
+    """Logs how a run ended; returns its exit status.
 
-    A diverged run exits with 0: a finding, not a failure (grids of runs expect some).
+    0 when it finished, 1 when training diverged (a non-finite loss: the run failed, though
+    its outputs are complete), ``128 + signal`` when a signal stopped it.
     """
     if summary["diverged"]:
-        logging.info("The run diverged (non-finite loss); see %s.", workdir / "summary.json")
-        return 0
+        logging.error("The run diverged (non-finite loss); see %s.", workdir / "summary.json")
+        return 1
     if summary["interrupted"]:
         return 128 + signal.Signals[summary["stop_signal"]]
     logging.info("final test accuracy %.4f, best %.4f, %s images/s, %.0f s",

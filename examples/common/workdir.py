@@ -10,9 +10,12 @@ so checkpoints and records of two runs never mix.
 
 import dataclasses
 import json
+import logging
 import pathlib
 import shutil
 from typing import Any
+
+import jax
 
 from examples.common import config as config_lib
 from examples.common import runs
@@ -136,3 +139,42 @@ def check_batch_statistics_resume(workdir: pathlib.Path, config: Any) -> None:
 def write_config(workdir: pathlib.Path, config: Any) -> None:
     """Claims ``workdir`` for ``config``'s run, once the run has passed its start-up checks."""
     (workdir / CONFIG).write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+
+
+class RunDirectory:
+    """A run's work directory, made ready (or refused) before anything is computed.
+
+    Only process 0 reads and writes it; every process knows its paths.
+
+    Attributes:
+      path: the directory, absolute.
+      checkpoints: its ``checkpoints/`` folder.
+    """
+
+    def __init__(self, workdir: str | pathlib.Path, config: Any, *, resume: bool,
+                 overwrite: bool):
+        """Checks and prepares ``workdir`` (:func:`prepare`) on process 0.
+
+        Raises:
+          UserError: see :func:`prepare`.
+        """
+        self.path = pathlib.Path(workdir).absolute()
+        self.checkpoints = self.path / CHECKPOINTS
+        self._config, self._resume = config, resume
+        self._is_main = jax.process_index() == 0
+        if self._is_main:
+            prepare(self.path, config, resume=resume, overwrite=overwrite)
+            logging.info("Outputs go to %s", workdir)
+
+    def claim(self, has_batch_stats: bool) -> None:
+        """Writes ``config.json`` once the run has passed its start-up checks.
+
+        Args:
+          has_batch_stats: whether the model keeps batch statistics (then a resumed run
+            must keep its microbatch split: :func:`check_batch_statistics_resume`).
+        """
+        if not self._is_main:
+            return
+        if self._resume and has_batch_stats:
+            check_batch_statistics_resume(self.path, self._config)
+        write_config(self.path, self._config)

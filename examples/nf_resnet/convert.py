@@ -23,12 +23,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from examples.common import checkpointing, datasets, errors, input_pipeline, launch, trainer
+from examples.common import checkpointing, datasets, errors, input_pipeline, launch
 from examples.common import workdir as workdir_lib
-from examples.common.state import TrainState
-from examples.nf_resnet import nfnet_specs, pretrained
+from examples.nf_resnet import nfnet_specs, pretrained, train
 from examples.nf_resnet.configs import TrainConfig
-from examples.nf_resnet.train import FAMILY
 
 PROG = "python -m examples.nf_resnet.convert"
 
@@ -77,7 +75,8 @@ def convert(checkpoint: str | pathlib.Path, config: TrainConfig, workdir: str | 
     """
     workdir = pathlib.Path(workdir).absolute()
     params = pretrained.read_checkpoint(checkpoint)
-    data = trainer.load_data(config)
+    data = datasets.load(config.dataset, config.data_dir, train_examples=config.train_examples,
+                         test_examples=config.test_examples)
     if data.train_images.shape[-1] != 3:
         raise errors.UserError(f"--dataset {config.dataset} has {data.train_images.shape[-1]} "
                                "channel(s); DeepMind's networks take RGB images.")
@@ -88,11 +87,12 @@ def convert(checkpoint: str | pathlib.Path, config: TrainConfig, workdir: str | 
         logging.info("--dataset %s has %d classes: the classifier is new (fine-tune it with "
                      "--init-from).", config.dataset, data.num_classes)
     steps_per_epoch = input_pipeline.steps_per_epoch(len(data.train_images), config.batch_size)
-    tx, _ = FAMILY.create_optimizer(config, config.steps or config.epochs * steps_per_epoch,
+    tx, _ = train.create_optimizer(config, config.steps or config.epochs * steps_per_epoch,
                                     steps_per_epoch)
     state_params = nnx.state(model, nnx.Param)
-    state = TrainState(jnp.zeros((), jnp.int32), state_params,
-                       nnx.state(model, nnx.BatchStat), tx.init(state_params))
+    ema_params = state_params if config.ema_decay > 0 else nnx.State({})
+    state = train.TrainState(jnp.zeros((), jnp.int32), state_params,
+                             nnx.state(model, nnx.BatchStat), tx.init(state_params), ema_params)
     workdir_lib.prepare(workdir, config, resume=False, overwrite=overwrite)
     workdir_lib.write_config(workdir, config)
     checkpointer = checkpointing.Checkpointer(workdir / workdir_lib.CHECKPOINTS)

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from examples.common import evaluation
+from examples.vit import train
 from examples.vit.configs import TrainConfig
-from examples.vit.train import FAMILY
 
 PROG = "python -m examples.vit.evaluate"
 
@@ -24,12 +24,12 @@ PROG = "python -m examples.vit.evaluate"
 def load(workdir: str | pathlib.Path, step: int | None = None,
          **overrides: Any) -> evaluation.TrainedModel:
     """Restores a ViT run; see :func:`examples.common.evaluation.load`."""
-    return evaluation.load(FAMILY, TrainConfig, workdir, step, **overrides)
+    return evaluation.load(train, TrainConfig, workdir, step, **overrides)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parses the flags, restores the checkpoint, prints its test accuracy."""
-    return evaluation.main(argv, prog=PROG, family=FAMILY, config_class=TrainConfig)
+    return evaluation.main(argv, prog=PROG, train=train, config_class=TrainConfig)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,14 @@ References:
 """
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from examples.common import devices, errors
+from examples.vit import optim
 
 _KERNEL_INIT = nnx.initializers.xavier_uniform()
 
@@ -230,3 +234,40 @@ class ViT(nnx.Module):
             h = block(h)
         features = jnp.mean(self.final_norm(h), axis=1)
         return self.head(self.dropout(features)).astype(jnp.float32)
+
+
+# (height, width, channels) of each dataset's images: the ViT's token grid depends on it.
+IMAGE_SHAPES = {"fashion_mnist": (28, 28, 1), "mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
+NUM_CLASSES = 10  # Of every dataset above.
+
+
+def create_model(config: Any, num_classes: int, in_features: int,
+                 rngs: nnx.Rngs) -> ViT:
+    """Builds the configured ViT (float32 parameters, configured compute dtype).
+
+    Raises:
+      UserError: the model's patches do not tile the dataset's images.
+    """
+    if config.model not in VARIANTS:
+        raise ValueError(f"Unknown model {config.model!r}; choose from {sorted(VARIANTS)}.")
+    side, patch = IMAGE_SHAPES[config.dataset][0], VARIANTS[config.model].patch_size
+    if side % patch:
+        tiling = sorted(name for name, spec in VARIANTS.items()
+                        if side % spec.patch_size == 0)
+        raise errors.UserError(
+            f"--model {config.model} cuts images into {patch}-pixel patches, which do not tile "
+            f"{config.dataset}'s {side}×{side} images; pick one of {tiling}.")
+    return ViT(VARIANTS[config.model], num_classes, image_size=side,
+                      in_features=in_features, dropout_rate=config.dropout_rate,
+                      dtype=devices.compute_dtype(config.dtype), rngs=rngs)
+
+
+def unit_axes(config: Any) -> Any:
+    """AGC's ``unit_axes`` for the configured model (``--agc-units``).
+
+    ``infer`` traces the model's forward pass on an abstract copy of the model (no arrays
+    are allocated) and reads each parameter's fan-in from it.
+    """
+    height, width, channels = IMAGE_SHAPES[config.dataset]
+    model = nnx.eval_shape(lambda: create_model(config, NUM_CLASSES, channels, nnx.Rngs(0)))
+    return optim.unit_axes_rule(config.agc_units, model, (1, height, width, channels))

@@ -1,4 +1,4 @@
-"""The ViT example's optimizer: AdamW, with AGC before or after it, or global-norm clipping.
+"""Where and on which units AGC clips in the ViT example (its optimizer is in ``train.py``).
 
 Where AGC goes is the question a transformer + AdamW user faces (``agc_placement``):
 
@@ -23,11 +23,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import nnx
 
 import agc_optax
-from examples.common import optim
 
 AGC_PLACEMENTS = ("before", "after")
 UNIT_RULES = ("infer", "shape", "optax_rank")
@@ -103,39 +101,3 @@ def unit_axes_rule(name: str, model: nnx.Module, image_shape: tuple[int, ...]) -
 def agc_exclude(config: Any) -> list[str]:
     """AGC's ``exclude``: ``agc_exclude`` (the head), plus norms and biases if not clipped."""
     return [config.agc_exclude] + ([] if config.clip_norms_and_biases else [NORMS_AND_BIASES])
-
-
-def create_optimizer(config: Any, total_steps: int, steps_per_epoch: int,
-                     unit_axes: Any = None) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """Returns AdamW with the configured clipping, and its learning-rate schedule.
-
-    The learning rate warms up linearly from 0 to ``config.lr``, then decays to 0 by a
-    cosine. Weight decay is decoupled (AdamW) and applies to kernels only (not biases,
-    LayerNorm scales or the position embedding).
-
-    Args:
-      config: the run's configuration (``clipping``, ``agc_eps``, ``agc_placement``,
-        ``agc_exclude``, ``clip_norms_and_biases``, ``clip_global_norm``, ``lr``, ``b1``,
-        ``b2``, ``weight_decay``, ``warmup_epochs``).
-      total_steps: the run's length, for the cosine decay.
-      steps_per_epoch: to convert ``warmup_epochs`` into steps.
-      unit_axes: AGC's ``unit_axes`` (:func:`unit_axes_rule`).
-
-    Returns:
-      The optimizer and its learning-rate schedule.
-    """
-    if config.agc_placement not in AGC_PLACEMENTS:
-        raise ValueError(f"Unknown --agc-placement {config.agc_placement!r}; "
-                         f"choose from {AGC_PLACEMENTS}.")
-    schedule = optim.warmup_cosine(config.lr, config.warmup_epochs, total_steps,
-                                   steps_per_epoch)
-    adamw = optax.adamw(schedule, b1=config.b1, b2=config.b2,
-                        weight_decay=config.weight_decay, mask=optim.kernel_mask)
-    optimizer = adamw
-    if config.clip_global_norm > 0:
-        optimizer = optax.chain(optax.clip_by_global_norm(config.clip_global_norm), adamw)
-    if config.clipping <= 0:
-        return optimizer, schedule
-    return agc_optax.with_agc(optimizer, config.clipping, config.agc_eps,
-                              placement=config.agc_placement, unit_axes=unit_axes,
-                              exclude=agc_exclude(config), track_stats=True), schedule

@@ -3,7 +3,7 @@
 Run by ``tests/test_sharding.py`` in a child process (``XLA_FLAGS`` must ask
 for 8 host devices before JAX starts); to run it directly::
 
-    XLA_FLAGS=--xla_force_host_platform_device_count=8 PYTHONPATH=.:tests/helpers \
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 \
         python -m pytest tests/helpers/sharding_jit_checks.py
 
 For Dense, Conv and attention kernels split along their fan-in axes, their
@@ -23,12 +23,14 @@ import jax
 import numpy as np
 import optax
 import pytest
-import sharding_common as common
+from jax._src.core import ShardingTypeError  # Not public; what optax raises below.
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
-from reference import reference_agc
 
 from agc_optax import agc
+from helpers import sharding_common as common
+from helpers.optax_bugs import optax_bug
+from helpers.reference import reference_agc
 from tools import hlo_collectives
 
 pytestmark = pytest.mark.skipif(
@@ -285,26 +287,17 @@ def test_hlo_check_rejects_gathers_and_large_reductions() -> None:
         common.assert_only_norm_reductions(only_reduce, 8)
 
 
-def test_optax_fails_where_agc_works_under_explicit_fan_in_sharding() -> None:
-    """The documented comparison: optax (0.2.8) broadcasts norms to a replicated full shape.
-
-    Runs with whatever optax is installed: if a newer optax no longer fails, this
-    fails, so that the comparison in the docs gets updated rather than going stale.
-    """
+@optax_bug("ShardingTypeError under Explicit meshes (norms broadcast to a replicated full "
+           "shape)", raises=ShardingTypeError)
+def test_optax_clips_a_fan_in_sharded_kernel_under_an_explicit_mesh() -> None:
+    """README's comparison: optax's update fails where agc's works (see helpers/optax_bugs)."""
     shape, fan_in = common.KERNELS["dense"]
     mesh = make_mesh(*common.MESH_1D, "explicit")
     param, grad = common.kernel_and_grad(shape, fan_in)
     grads, params = jax.device_put(({"k": grad}, {"k": param}), NamedSharding(mesh, P("x", None)))
     with jax.set_mesh(mesh):
         ours = update_fn(agc(common.CLIPPING, common.EPS))(grads, params)["k"]
-        try:
-            update_fn(optax.adaptive_grad_clip(common.CLIPPING, common.EPS))(grads, params)
-        except Exception as error:  # The type is checked by name below.
-            raised = error
-        else:
-            pytest.fail(
-                f"optax {optax.__version__}'s adaptive_grad_clip now works under Explicit "
-                "fan-in sharding: update the optax comparison in the docs and this test."
-            )
-    assert type(raised).__name__ == "ShardingTypeError", repr(raised)
-    assert jax.typeof(ours).sharding.spec == P("x", None)
+        assert jax.typeof(ours).sharding.spec == P("x", None)
+        theirs = update_fn(optax.adaptive_grad_clip(common.CLIPPING, common.EPS))(grads, params)
+    np.testing.assert_allclose(np.asarray(theirs["k"]), np.asarray(ours), rtol=1e-6)
+    assert jax.typeof(theirs["k"]).sharding.spec == P("x", None)

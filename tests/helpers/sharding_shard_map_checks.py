@@ -3,7 +3,7 @@
 Run by ``tests/test_sharding.py`` in a child process with 8 simulated CPU
 devices; to run it directly::
 
-    XLA_FLAGS=--xla_force_host_platform_device_count=8 PYTHONPATH=.:tests/helpers \
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 \
         python -m pytest tests/helpers/sharding_shard_map_checks.py
 
 With ``axis_name`` naming the mesh axes that split a kernel's fan-in, the
@@ -21,12 +21,12 @@ import jax
 import numpy as np
 import optax
 import pytest
-import sharding_common as common
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
-from reference import reference_agc
 
 from agc_optax import agc, clip_grads
+from helpers import sharding_common as common
+from helpers.reference import reference_agc
 
 pytestmark = pytest.mark.skipif(
     jax.device_count() < 8,

@@ -1,9 +1,15 @@
 """Training presets, one module per preset; each defines ``get_config() -> TrainConfig``."""
 
 from examples.common.config import load_preset
-from examples.nf_resnet.configs.base import MODEL_CHOICES, TrainConfig, has_batch_statistics
+from examples.nf_resnet.configs.base import (
+    DATASET_CHOICES,
+    MODEL_CHOICES,
+    TrainConfig,
+    has_batch_statistics,
+    validate,
+)
 
-PRESETS = ("smoke", "cpu", "gpu")
+PRESETS = ("smoke", "cpu", "gpu", "imagenet_nfnet_f0", "imagenet_nf_resnet50", "finetune")
 
 
 def get_config(preset: str) -> TrainConfig:
@@ -18,4 +24,5 @@ def get_config(preset: str) -> TrainConfig:
     return load_preset(__name__, PRESETS, preset)
 
 
-__all__ = ["MODEL_CHOICES", "PRESETS", "TrainConfig", "get_config", "has_batch_statistics"]
+__all__ = ["DATASET_CHOICES", "MODEL_CHOICES", "PRESETS", "TrainConfig", "get_config",
+           "has_batch_statistics", "validate"]
