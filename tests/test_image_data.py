@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 
 from examples.common import errors
-from examples.common.image_folder import ImageFolderError
 from examples.nf_resnet import image_data
 from examples.nf_resnet.configs import TrainConfig
+from examples.nf_resnet.image_folder import ImageFolderError
 
 CLASSES = ("bird", "cat", "dog")  # Sorted; written in another order below.
 

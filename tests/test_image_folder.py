@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from examples.common import image_folder
-from examples.common.image_folder import ImageFolder, ImageFolderError
+from examples.nf_resnet import image_folder
+from examples.nf_resnet.image_folder import ImageFolder, ImageFolderError
 
 CLASSES = ("bird", "cat", "dog")  # Sorted; written to disk in another order below.
 
@@ -277,7 +277,7 @@ def test_corrupt_evaluation_images_are_masked_out(tmp_path, caplog):
 WORKER_SCRIPT = """
 import json, sys
 import numpy as np
-from examples.common import image_folder
+from examples.nf_resnet import image_folder
 folder = image_folder.ImageFolder.scan(sys.argv[1], "train")
 loader = image_folder.train_loader(folder, global_batch_size=4, image_size=16, seed=0,
                                    worker_count=2, on_corrupt=sys.argv[2])

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from examples.common import imagenet_preprocessing as pre
-from examples.common.imagenet_preprocessing import Box
+from examples.nf_resnet import imagenet_preprocessing as pre
+from examples.nf_resnet.imagenet_preprocessing import Box
 
 
 def encode(pixels: np.ndarray, format: str = "PNG") -> bytes:

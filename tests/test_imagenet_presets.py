@@ -15,8 +15,7 @@ import pytest
 from flax import nnx
 
 import agc_optax
-from examples.common import randaugment
-from examples.nf_resnet import image_data, nfnet, nfnet_specs, train
+from examples.nf_resnet import image_data, nfnet, nfnet_specs, randaugment, train
 from examples.nf_resnet.configs import get_config, validate
 
 IMAGENET_TRAIN = 1_281_167

@@ -9,7 +9,7 @@ import scipy.stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from examples.common import mixing
+from examples.nf_resnet import mixing
 
 N, H, W, C = 8, 12, 16, 3
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
-from examples.common import randaugment as ra
+from examples.nf_resnet import randaugment as ra
 
 
 def photo(seed=0, height=24, width=32):

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from examples.common import input_pipeline, synthetic, throughput
+from examples.common import input_pipeline
+from examples.nf_resnet import synthetic, throughput
 
 
 def test_synthetic_batches_have_the_model_size_and_valid_labels():

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from examples.common import image_folder, tfds_source
+from examples.nf_resnet import image_folder, tfds_source
 
 
 def jpeg(value: int) -> bytes:

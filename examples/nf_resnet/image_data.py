@@ -1,8 +1,8 @@
 """The image datasets of ImageNet-scale runs, behind one interface the training loop calls.
 
-``--dataset image_folder`` (a class-folder tree, :mod:`examples.common.image_folder`),
-``tfds`` (TFDS ``imagenet2012`` as ArrayRecord, :mod:`examples.common.tfds_source`) and
-``synthetic`` (random images, :mod:`examples.common.synthetic`) all come out of
+``--dataset image_folder`` (a class-folder tree, :mod:`examples.nf_resnet.image_folder`),
+``tfds`` (TFDS ``imagenet2012`` as ArrayRecord, :mod:`examples.nf_resnet.tfds_source`) and
+``synthetic`` (random images, :mod:`examples.nf_resnet.synthetic`) all come out of
 :func:`load` as one :class:`ImageData`::
 
     data = image_data.load(config, jax.process_index(), jax.process_count())
@@ -39,7 +39,7 @@ The interface, precisely:
 - Decoding runs in ``config.data_workers`` grain worker processes (0: threads of this
   process). A file that cannot be decoded is named in a warning and skipped, or, with
   ``config.on_corrupt == "raise"``, raises
-  :class:`~examples.common.image_folder.ImageFolderError` naming it; a tree that is mostly
+  :class:`~examples.nf_resnet.image_folder.ImageFolderError` naming it; a tree that is mostly
   corrupt raises rather than hang.
 """
 
@@ -53,17 +53,14 @@ import grain
 import jax
 import numpy as np
 
-from examples.common import (
-    datasets,
-    devices,
-    errors,
+from examples.common import datasets, devices, errors, input_pipeline
+from examples.nf_resnet import (
     image_folder,
     imagenet_preprocessing,
-    input_pipeline,
+    nfnet_specs,
     synthetic,
     tfds_source,
 )
-from examples.nf_resnet import nfnet_specs
 from examples.nf_resnet.configs.base import IMAGE_DATASETS, TrainConfig
 
 MEAN = np.asarray(imagenet_preprocessing.IMAGENET_MEAN, np.float32)

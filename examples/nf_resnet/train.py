@@ -25,17 +25,9 @@ import optax
 from flax import nnx
 
 import agc_optax
-from examples.common import (
-    checkpointing,
-    devices,
-    errors,
-    input_pipeline,
-    mixing,
-    preemption,
-    reporting,
-)
+from examples.common import checkpointing, devices, errors, input_pipeline, preemption, reporting
 from examples.common import workdir as workdir_lib
-from examples.nf_resnet import configs, image_data, networks
+from examples.nf_resnet import configs, image_data, mixing, networks
 from examples.nf_resnet.configs import TrainConfig
 
 Batch = dict[str, jax.Array]

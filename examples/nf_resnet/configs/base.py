@@ -2,9 +2,9 @@
 
 import dataclasses
 
-from examples.common import datasets, errors, randaugment
+from examples.common import datasets, errors
 from examples.common.config import LoopConfig
-from examples.nf_resnet import models, nfnet_specs
+from examples.nf_resnet import models, nfnet_specs, randaugment
 
 # DeepMind's NFNets and NF-ResNets, then the small NF-ResNets and the BatchNorm ResNets.
 MODEL_CHOICES = (*nfnet_specs.VARIANTS,

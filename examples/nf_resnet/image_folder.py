@@ -4,7 +4,7 @@
 random-access grain data source of ``(path, label)`` records. :func:`train_loader` and
 :func:`eval_loader` read, decode and crop the images in grain worker processes (each JAX
 process reads only its own shard) and yield uint8 NHWC batches; the device normalises
-them (:data:`~examples.common.imagenet_preprocessing.IMAGENET_MEAN`).
+them (:data:`~examples.nf_resnet.imagenet_preprocessing.IMAGENET_MEAN`).
 
 A file that cannot be read or decoded is reported by its path. With ``on_corrupt="skip"``
 (the default) a warning names it and the example is left out: a training batch is filled
@@ -25,7 +25,8 @@ import numpy as np
 from absl import flags as absl_flags
 from PIL import UnidentifiedImageError
 
-from examples.common import datasets, imagenet_preprocessing, randaugment
+from examples.common import datasets
+from examples.nf_resnet import imagenet_preprocessing, randaugment
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 OnCorrupt = Literal["skip", "raise"]
@@ -261,7 +262,7 @@ def train_loader(
 
     Process ``p`` reads only records ``p, p + process_count, …``, reshuffled every epoch.
     Each image gets an Inception-style crop and flip
-    (:func:`~examples.common.imagenet_preprocessing.train_image`) drawn from ``seed`` and
+    (:func:`~examples.nf_resnet.imagenet_preprocessing.train_image`) drawn from ``seed`` and
     its position in the stream, so a run is reproducible and a restored iterator
     (``get_state`` / ``set_state``) continues exactly, for a fixed ``worker_count``.
 
@@ -277,7 +278,7 @@ def train_loader(
       read_threads: threads per process (or worker) reading and decoding.
       on_corrupt: ``"skip"`` (warn with the path, leave the file out) or ``"raise"``.
       randaugment_level: DeepMind's RandAugment level (``"405"``: 4 operations at
-        magnitude 5; :mod:`examples.common.randaugment`) applied after the crop and flip;
+        magnitude 5; :mod:`examples.nf_resnet.randaugment`) applied after the crop and flip;
         ``None`` for none.
 
     Returns:
@@ -357,7 +358,7 @@ def eval_loader(
       source: an :class:`ImageFolder` or any :class:`RecordSource`.
       global_batch_size: examples per batch over all processes.
       image_size: the test size (square).
-      method: the test-time crop (:func:`~examples.common.imagenet_preprocessing.eval_image`).
+      method: the test-time crop (:func:`~examples.nf_resnet.imagenet_preprocessing.eval_image`).
       process_index: this process.
       process_count: the number of processes.
       worker_count: grain worker processes; 0 decodes in this process.

@@ -2,7 +2,7 @@
 
 ``tfds.data_source`` reads ArrayRecord files by random access and parses their examples
 with TFDS's own protocol buffers, so TensorFlow is not imported (TFDS 4.9). The images are
-left encoded (``SkipDecoding``): :mod:`examples.common.image_folder`'s loaders decode and
+left encoded (``SkipDecoding``): :mod:`examples.nf_resnet.image_folder`'s loaders decode and
 crop them in grain workers, exactly as they do files of a class-folder tree.
 
 ``tensorflow_datasets`` and ``array_record`` are imported only when :func:`tfds_source` is
@@ -14,7 +14,7 @@ downloaded by TFDS: its ``download_and_prepare`` reads the archives you put in
 import dataclasses
 from typing import Any
 
-from examples.common.image_folder import ImageFolderError
+from examples.nf_resnet.image_folder import ImageFolderError
 
 INSTALL = "pip install tensorflow-datasets array_record"
 
@@ -69,8 +69,8 @@ def tfds_source(name: str = "imagenet2012", split: str = "train",
         TFDS's own (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
 
     Returns:
-      A record source for :func:`~examples.common.image_folder.train_loader` and
-      :func:`~examples.common.image_folder.eval_loader`.
+      A record source for :func:`~examples.nf_resnet.image_folder.train_loader` and
+      :func:`~examples.nf_resnet.image_folder.eval_loader`.
 
     Raises:
       ImportError: when ``tensorflow_datasets`` is not installed (the message says how).
