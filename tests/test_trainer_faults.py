@@ -92,7 +92,8 @@ def truncated_fashion_mnist(tmp_path: pathlib.Path) -> str:
     (["--steps", "0"], "--steps 0: must be at least 1"),
     (["--clipping", "-1"], "--clipping -1.0: must be ≥ 0 (0 turns AGC off)"),
     (["--erase-probability", "1.5"], "--erase-probability 1.5: a probability, must be at most 1"),
-    (["--agc-exclude", "^haed/"], "--agc-exclude '^haed/' matches no parameter path"),
+    (["--agc-exclude", "^haed/"], "--agc-exclude '^haed/': exclude pattern '^haed/' matches no "
+                                  "leaf"),
     (["--agc-exclude", "head/("], "--agc-exclude 'head/(': not a regular expression"),
     (["--microbatch-size", "48"], "--microbatch-size 48 must divide --batch-size 64"),
     (["--microbatch-size", "0"], "--microbatch-size 0: must be at least 1"),
