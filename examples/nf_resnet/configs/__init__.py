@@ -1,7 +1,7 @@
 """Training presets, one module per preset; each defines ``get_config() -> TrainConfig``."""
 
 from examples.common.config import load_preset
-from examples.nf_resnet.configs.base import MODEL_CHOICES, TrainConfig, validate
+from examples.nf_resnet.configs.base import DATASET_CHOICES, MODEL_CHOICES, TrainConfig, validate
 
 PRESETS = ("smoke", "cpu", "gpu", "imagenet_nfnet_f0", "imagenet_nf_resnet50", "finetune")
 
@@ -18,4 +18,4 @@ def get_config(preset: str) -> TrainConfig:
     return load_preset(__name__, PRESETS, preset)
 
 
-__all__ = ["MODEL_CHOICES", "PRESETS", "TrainConfig", "get_config", "validate"]
+__all__ = ["DATASET_CHOICES", "MODEL_CHOICES", "PRESETS", "TrainConfig", "get_config", "validate"]
