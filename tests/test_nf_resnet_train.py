@@ -193,13 +193,13 @@ def test_a_non_finite_loss_stops_the_run_cleanly(tmp_path):
 
 
 @pytest.mark.requires_fashion_mnist
-def test_a_diverged_run_exits_with_1(tmp_path, caplog):
+def test_a_diverged_run_exits_with_1(tmp_path, capfd):
     """Divergence is a failed run to a shell or a scheduler, not a success."""
     argv = ["--preset", "smoke", "--train-examples", "1024", "--test-examples", "500",
             "--batch-size", "64", "--lr", "1e30", "--clipping", "0", "--steps", "4",
             "--log-every-steps", "1", "--workdir", str(tmp_path)]
     assert main.main(argv) == 1
-    assert "diverged" in caplog.text
+    assert "The run diverged" in capfd.readouterr().err
 
 
 @pytest.mark.requires_fashion_mnist

@@ -126,8 +126,8 @@ def test_convert_refuses_grayscale_data(tmp_path, tiny_variant, monkeypatch):
     checkpoint = tmp_path / "tiny.npz"
     np.savez(checkpoint, **tiny_variant.flat_params())
     config = TrainConfig(model="nfnet_tiny")
-    fake = dataclasses.make_dataclass("Data", ["train_images", "num_classes"])(
-        np.zeros((2, 28, 28, 1), np.uint8), 10)
-    monkeypatch.setattr(convert.datasets, "load", lambda *args, **kwargs: fake)
+    fake = dataclasses.make_dataclass("Data", ["in_features", "num_classes",
+                                               "num_train_examples"])(1, 10, 2)
+    monkeypatch.setattr(convert.image_data, "load_dataset", lambda _: fake)
     with pytest.raises(UserError, match="has 1 channel\\(s\\); DeepMind's networks take RGB"):
         convert.convert(checkpoint, config, tmp_path / "out")

@@ -23,10 +23,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from examples.common import checkpointing, datasets, errors, input_pipeline, launch
+from examples.common import checkpointing, errors, input_pipeline, launch
 from examples.common import workdir as workdir_lib
-from examples.nf_resnet import nfnet_specs, pretrained, train
-from examples.nf_resnet.configs import TrainConfig
+from examples.nf_resnet import image_data, nfnet_specs, pretrained, train
+from examples.nf_resnet.configs import DATASET_CHOICES, TrainConfig
 
 PROG = "python -m examples.nf_resnet.convert"
 
@@ -43,9 +43,9 @@ def parse_flags(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="the network the checkpoint holds")
     parser.add_argument("--workdir", type=pathlib.Path, required=True,
                         help="the directory to write (config.json and a step-0 checkpoint)")
-    parser.add_argument("--dataset", default=TrainConfig.dataset,
-                        choices=sorted(datasets.SOURCES),
-                        help="the dataset evaluate and fine-tuning use (default: %(default)s)")
+    parser.add_argument("--dataset", default=TrainConfig.dataset, choices=DATASET_CHOICES,
+                        help="the dataset evaluate and fine-tuning use, e.g. image_folder "
+                        "with --data-dir (default: %(default)s)")
     parser.add_argument("--data-dir", default=None,
                         help="where the dataset's files are (default: the usual places)")
     parser.add_argument("--test-examples", type=int, default=None,
@@ -75,10 +75,9 @@ def convert(checkpoint: str | pathlib.Path, config: TrainConfig, workdir: str | 
     """
     workdir = pathlib.Path(workdir).absolute()
     params = pretrained.read_checkpoint(checkpoint)
-    data = datasets.load(config.dataset, config.data_dir, train_examples=config.train_examples,
-                         test_examples=config.test_examples)
-    if data.train_images.shape[-1] != 3:
-        raise errors.UserError(f"--dataset {config.dataset} has {data.train_images.shape[-1]} "
+    data = image_data.load_dataset(config)
+    if data.in_features != 3:
+        raise errors.UserError(f"--dataset {config.dataset} has {data.in_features} "
                                "channel(s); DeepMind's networks take RGB images.")
     model = pretrained.from_deepmind(params, config.model, num_classes=data.num_classes,
                                      seed=config.seed)
@@ -86,7 +85,7 @@ def convert(checkpoint: str | pathlib.Path, config: TrainConfig, workdir: str | 
     if data.num_classes != pretrained.checkpoint_classes(params, spec):
         logging.info("--dataset %s has %d classes: the classifier is new (fine-tune it with "
                      "--init-from).", config.dataset, data.num_classes)
-    steps_per_epoch = input_pipeline.steps_per_epoch(len(data.train_images), config.batch_size)
+    steps_per_epoch = input_pipeline.steps_per_epoch(data.num_train_examples, config.batch_size)
     tx, _ = train.create_optimizer(config, config.steps or config.epochs * steps_per_epoch,
                                     steps_per_epoch)
     state_params = nnx.state(model, nnx.Param)
