@@ -255,6 +255,8 @@ class InMemoryData:
       in_features: channels of an image.
       mean: per-channel pixel mean of the training images, in [0, 1] units.
       std: per-channel pixel standard deviation.
+      test_images: the uint8 test images (for prediction; evaluation batches them).
+      test_labels: their labels.
     """
 
     def __init__(self, name: str, data: Any, global_batch_size: int, eval_batch_size: int):
@@ -273,6 +275,7 @@ class InMemoryData:
         self.num_eval_examples = len(data.test_images)
         self.in_features = data.train_images.shape[-1]
         self.mean, self.std = channel_stats(data.train_images)
+        self.test_images, self.test_labels = data.test_images, data.test_labels
 
     def train_batches(self, seed: int, state: dict[str, Any] | None = None) -> Any:
         """This process's endless training batches, from loader state ``state`` on.
