@@ -97,7 +97,7 @@ skip_step() {
 }
 
 # 1. The tests that run AGC's arithmetic on the device; the sharding checks need 8 devices.
-tests=(tests/test_numerics.py tests/test_agc_reference.py)
+tests=(tests/agc_optax/test_numerics.py tests/agc_optax/test_agc_reference.py)
 [ "$devices" -ge 8 ] && tests+=(tests/helpers/sharding_jit_checks.py tests/helpers/sharding_shard_map_checks.py)
 select=()
 [ "$quick" = 1 ] && select=(-k "overflow or low_precision")

@@ -12,22 +12,22 @@ python="${PYTHON:-python3}"
 cd "$repo"
 
 # The library's tests: they import agc_optax, jax, optax, numpy, flax, pytest and
-# hypothesis only (no examples, Haiku or Equinox), as tests/test_packaging.py checks, with the
+# hypothesis only (no examples, Haiku or Equinox), as tests/agc_optax/test_packaging.py checks, with the
 # helpers they import and tests/conftest.py. A new test of the library belongs here.
 library_tests=(
-  tests/test_agc_reference.py
-  tests/test_numerics.py
-  tests/test_properties.py
-  tests/test_stats_and_optax_parity.py
-  tests/test_unit_axes.py
-  tests/test_compositions.py
-  tests/test_exclude_and_errors.py
-  tests/test_infer_unit_axes.py
-  tests/test_infer_unit_axes_nnx.py
-  tests/test_missing_leaf.py
-  tests/test_without_flax.py
-  tests/test_infer_unit_axes_deep.py
-  tests/test_range.py
+  tests/agc_optax/test_agc_reference.py
+  tests/agc_optax/test_numerics.py
+  tests/agc_optax/test_properties.py
+  tests/agc_optax/test_stats_and_optax_parity.py
+  tests/agc_optax/test_unit_axes.py
+  tests/agc_optax/test_compositions.py
+  tests/agc_optax/test_exclude_and_errors.py
+  tests/agc_optax/test_infer_unit_axes.py
+  tests/agc_optax/test_infer_unit_axes_nnx.py
+  tests/agc_optax/test_missing_leaf.py
+  tests/agc_optax/test_without_flax.py
+  tests/agc_optax/test_infer_unit_axes_deep.py
+  tests/agc_optax/test_range.py
 )
 
 # "jax==0.8.0 jaxlib==0.8.0 ...": every `name>=floor` of the dependencies, then of the

@@ -5,7 +5,7 @@ F-series (deep stem, grouped bottlenecks with two 3×3 convs, squeeze-excite, av
 shortcuts, a final 1×1 conv) and DeepMind's pre-activation NF-ResNets (7×7 stem and max
 pool, plain bottlenecks, strided 1×1 shortcuts) are rows of one table. In evaluation mode
 it computes what DeepMind's Haiku ``NFNet`` and ``NF_ResNet`` compute, up to float32
-rounding (``tests/test_pretrained.py`` checks both against DeepMind's own outputs).
+rounding (``tests/examples/test_pretrained.py`` checks both against DeepMind's own outputs).
 
 Each block computes ``shortcut + α · skip_gain · branch(act(h) / β)`` with β the expected
 standard deviation of its input ``h``: it starts at 1, grows as ``β² ← β² + α²`` per block

@@ -1,6 +1,6 @@
 """A few AGC training steps of a small MLP, in one process or across several.
 
-``tests/test_multihost.py`` starts this script twice with ``--process-id 0``
+``tests/examples/test_multihost.py`` starts this script twice with ``--process-id 0``
 and ``--process-id 1`` (plus once with ``--reference``). The distributed runs
 join through ``jax.distributed.initialize`` on 127.0.0.1 with gloo CPU
 collectives, shard a global batch over one CPU device per process, and keep the

@@ -1,6 +1,6 @@
 """Shared pieces of the multi-device checks: kernels, data, a float64 AGC, HLO checks.
 
-Imported by the check modules that ``tests/test_sharding.py`` runs in a child
+Imported by the check modules that ``tests/agc_optax/test_sharding.py`` runs in a child
 process with 8 simulated CPU devices; nothing here creates devices.
 """
 

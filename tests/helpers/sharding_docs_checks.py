@@ -1,6 +1,6 @@
 """Runs every ``python`` block of ``docs/guides/scaling_out.md``, in order, in one namespace.
 
-Run by ``tests/test_sharding.py`` in a child process with 8 simulated CPU
+Run by ``tests/agc_optax/test_sharding.py`` in a child process with 8 simulated CPU
 devices, so the documented FSDP, tensor-parallel, Explicit-mesh and
 ``shard_map`` recipes stay true.
 """

@@ -1,6 +1,6 @@
 """AGC under ``jax.jit`` with ``NamedSharding`` on 8 simulated CPU devices.
 
-Run by ``tests/test_sharding.py`` in a child process (``XLA_FLAGS`` must ask
+Run by ``tests/agc_optax/test_sharding.py`` in a child process (``XLA_FLAGS`` must ask
 for 8 host devices before JAX starts); to run it directly::
 
     XLA_FLAGS=--xla_force_host_platform_device_count=8 \

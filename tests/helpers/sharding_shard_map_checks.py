@@ -1,6 +1,6 @@
 """AGC inside ``jax.shard_map``, where each device sees only its block.
 
-Run by ``tests/test_sharding.py`` in a child process with 8 simulated CPU
+Run by ``tests/agc_optax/test_sharding.py`` in a child process with 8 simulated CPU
 devices; to run it directly::
 
     XLA_FLAGS=--xla_force_host_platform_device_count=8 \

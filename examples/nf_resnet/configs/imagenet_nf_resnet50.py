@@ -26,7 +26,7 @@ arXiv:2102.06171, section 4.1 and figure 2, where AGC lets NF-ResNet-50 train at
 batch sizes; λ = 0.01 is the NFNets' setting). DeepMind's ``experiment.py`` does not clip;
 ``--clipping 0`` gives its recipe exactly.
 
-Measured: nothing on a GPU or TPU yet. ``tests/test_imagenet_presets.py`` checks these
+Measured: nothing on a GPU or TPU yet. ``tests/examples/test_imagenet_presets.py`` checks these
 numbers against the sources above.
 """
 

@@ -31,7 +31,7 @@ Differences, by design: RandAugment runs in the host's loaders before mixing (De
 after, ``augment_before_mix=False``); the images come from a class-folder tree or TFDS
 through grain rather than tf.data.
 
-Measured: nothing on a GPU or TPU yet. ``tests/test_imagenet_presets.py`` checks these
+Measured: nothing on a GPU or TPU yet. ``tests/examples/test_imagenet_presets.py`` checks these
 numbers against the sources above; the pipeline runs on CPU on generated images.
 """
 

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import textwrap
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 # Makes `import flax` (and any flax submodule) fail as if flax were not installed.
 BLOCK_FLAX = """

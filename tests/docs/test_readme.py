@@ -1,7 +1,7 @@
 """README's ``python`` blocks run as written, the quick start clips as it says, and the
 table README shows is what its code prints.
 
-The only test that runs README.md's code (``tests/test_docs.py`` runs every page under
+The only test that runs README.md's code (``tests/docs/test_docs.py`` runs every page under
 ``docs/``): its blocks in order in one namespace, from the repository root, as a reader
 would paste them.
 """
@@ -15,7 +15,7 @@ import pytest
 
 from helpers import markdown
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 
 

@@ -28,7 +28,7 @@ from examples.common.errors import UserError
 from examples.nf_resnet import configs, main, train
 from experiments.runs import read_run
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 FASHION = datasets.locate("fashion_mnist")
 # 512 training examples in batches of 64: 8 steps per epoch, a checkpoint every 8 steps.
 TINY = dataclasses.replace(configs.get_config("smoke"), train_examples=512, test_examples=250,

@@ -302,7 +302,7 @@ def test_worker_processes_skip_or_raise_never_hang_and_resume(tmp_path, on_corru
     bad = add_corrupt_files(tmp_path)
     result = subprocess.run([sys.executable, "-c", WORKER_SCRIPT, str(tmp_path), on_corrupt],
                             capture_output=True, text=True, timeout=240,
-                            cwd=pathlib.Path(__file__).parents[1])
+                            cwd=pathlib.Path(__file__).parents[2])
     if on_corrupt == "skip":
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout) == {"batches": 9, "resumed_exactly": True}

@@ -241,5 +241,5 @@ def test_the_gradient_through_clipping_at_an_all_zero_unit_is_finite(clip):
 
 def test_readme_compares_with_the_optax_release_last_checked():
     """README's comparison table describes optax LAST_CHECKED, the release optax_bug trusts."""
-    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert f"| `optax.adaptive_grad_clip` {LAST_CHECKED} |" in readme

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 WORKER = REPO / "tests" / "helpers" / "multihost_train.py"
 TIMEOUT_S = 240  # The whole run; about 10 s on an idle 2-core machine.
 INIT_TIMEOUT_S = 60

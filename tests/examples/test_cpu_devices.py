@@ -21,7 +21,7 @@ from examples.common.errors import UserError
 from examples.vit import configs, train
 from experiments.runs import read_run
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 FLAGS = ["--preset", "smoke", "--train-examples", "1024", "--test-examples", "500",
          "--batch-size", "64", "--eval-batch-size", "250", "--steps", "4",
          "--log-every-steps", "1"]

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("module", ["examples.nf_resnet.main", "examples.vit.main"])

@@ -22,7 +22,7 @@ from examples.common import datasets, devices, reporting
 from examples.nf_resnet import configs, main, train
 from experiments.runs import read_run
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 TRAIN_FIELDS = {"step", "train_loss", "train_accuracy", "learning_rate", "clip_fraction",
                 "grad_norm", "clipped_grad_norm", "max_ratio", "images_per_second"}
 EVAL_FIELDS = {"step", "epoch", "test_loss", "test_accuracy"}

@@ -24,7 +24,7 @@ from helpers import markdown
 from helpers.reference import reference_agc
 from helpers.trees import mixed_scale_pair
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _linen_rule(module, *inputs, **kwargs):
@@ -383,7 +383,7 @@ def test_agc_with_inferred_axes_matches_the_float64_reference():
 def test_the_units_tables_shown_are_real_output():
     """Every ``text`` block of the units guide is what its python blocks print.
 
-    README.md's table is checked by ``tests/test_readme.py``, which runs README's code once.
+    README.md's table is checked by ``tests/docs/test_readme.py``, which runs README's code once.
     """
     page = REPO / "docs" / "guides" / "units.md"
     out = io.StringIO()

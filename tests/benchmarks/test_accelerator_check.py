@@ -15,7 +15,7 @@ import pytest
 from benchmarks import _common, check_summary
 from examples.common import datasets
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "accelerator_check.sh"
 STEPS = ["device tests", "bench_agc", "bench_train_step", "gpu preset"]
 

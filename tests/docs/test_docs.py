@@ -2,7 +2,7 @@
 
 - Every ``python`` block of each page under ``docs/`` runs, the blocks of one page in order
   in one namespace (as a reader would paste them), from the repository root; README.md's run
-  once, in ``tests/test_readme.py``, which also checks the quick start's result. A block
+  once, in ``tests/docs/test_readme.py``, which also checks the quick start's result. A block
   that must not run says so visibly in its fence, ```` ```python title="not run: <why>" ````;
   use it rarely.
 - Every ``python -m MODULE`` command of a ``bash`` block names a module that exists, and
@@ -29,7 +29,7 @@ import agc_optax
 from helpers import markdown
 from tools.griffe_sphinx_roles import rewrite
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # Generated tables hold no code of their own.
 GENERATED = ("docs/figures/",)
 PAGES = sorted(
@@ -40,8 +40,8 @@ PAGES = sorted(
 # Pages whose blocks another test runs (they need what this process cannot give them, or
 # their results are checked there), and that test.
 RUN_ELSEWHERE = {
-    "README.md": "tests/test_readme.py, which also checks the quick start's result",
-    "docs/guides/scaling_out.md": "tests/test_sharding.py, on 8 simulated devices",
+    "README.md": "tests/docs/test_readme.py, which also checks the quick start's result",
+    "docs/guides/scaling_out.md": "tests/agc_optax/test_sharding.py, on 8 simulated devices",
 }
 # Pages whose blocks train a model on Fashion-MNIST (seconds to a minute): marked slow like
 # every training test, and requires_fashion_mnist.
