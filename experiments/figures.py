@@ -80,6 +80,34 @@ def _legend_entries(axes: Sequence) -> dict[str, Any]:
     return entries
 
 
+LEGEND_ROW_INCHES = 0.2
+
+
+def _legend_below(fig: Figure, columns: int) -> float:
+    """One legend under the panels, one entry per label; grows the figure to make room.
+
+    The colours are the same in every panel, and a legend inside a panel would hide curves.
+    Labels too long to sit side by side get one column.
+
+    Args:
+      fig: the figure, its panels drawn, at the panels' height.
+      columns: the most entries a legend row holds.
+
+    Returns:
+      The fraction of the figure's height to keep free at the bottom.
+    """
+    entries = _legend_entries(fig.axes)
+    width, height = fig.get_size_inches()
+    longest = max(map(len, entries), default=0)
+    columns = max(1, min(len(entries), columns, int(width * 12 // max(longest + 6, 1))))
+    rows = -(-len(entries) // columns)
+    legend_height = LEGEND_ROW_INCHES * rows + 0.1
+    fig.set_size_inches(width, height + legend_height)
+    fig.legend(list(entries.values()), list(entries), loc="lower center", ncol=columns,
+               fontsize=9, frameon=False)
+    return legend_height / (height + legend_height)
+
+
 def _final_evals_only(results: Sequence[Result]) -> bool:
     """Whether every trial was evaluated once, at its end (a curve would be one point)."""
     return all(len(trial.evals) <= 1 for result in results for trial in result.trials)
@@ -104,8 +132,7 @@ def _seeds_note(results: Sequence[Result]) -> str:
 def curves(experiment: Experiment, results: Sequence[Result],
            figures_dir: pathlib.Path) -> list[pathlib.Path]:
     """Test accuracy and training loss of every run, side by side."""
-    many = len(results) > 4  # Then one legend, outside the panels, so it hides no curve.
-    fig = Figure(figsize=(14 if many else 11, 4))
+    fig = Figure(figsize=(11, 4))
     ax_acc, ax_loss = fig.subplots(1, 2)
     labels = [result.labels[experiment.report.legend] for result in results]
     _use_distinct_colors((ax_acc, ax_loss), len(results))
@@ -120,13 +147,10 @@ def curves(experiment: Experiment, results: Sequence[Result],
     ax_loss.set(xlabel="step", ylabel="training loss", title="Training loss", yscale="log")
     for ax in (ax_acc, ax_loss):
         ax.grid(alpha=0.3)
-        if not many and ax.get_legend_handles_labels()[1]:  # Final accuracies have none.
-            ax.legend()
-    if many:
-        ax_loss.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    bottom = _legend_below(fig, columns=2)
     if experiment.title or _seeds_note(results):
         fig.suptitle((experiment.title or experiment.name) + _seeds_note(results))
-    return _save(fig, figures_dir / f"{experiment.name}.png")
+    return _save(fig, figures_dir / f"{experiment.name}.png", bottom=bottom)
 
 
 def curves_by_batch(experiment: Experiment, results: Sequence[Result],
@@ -149,16 +173,10 @@ def curves_by_batch(experiment: Experiment, results: Sequence[Result],
         ax_loss.set(xlabel="step", ylabel="training loss", yscale="log")
         for ax in (ax_acc, ax_loss):
             ax.grid(alpha=0.3)
-    # One legend below the panels: the colours are the same in every panel, and a legend
-    # inside a panel would hide the curves of some batch size.
-    entries = _legend_entries(fig.axes)
-    columns = max(1, min(len(entries), 3))
-    rows = -(-len(entries) // columns)
-    fig.legend(list(entries.values()), list(entries), loc="lower center", ncol=columns,
-               fontsize=9, frameon=False)
+    bottom = _legend_below(fig, columns=3)
     fig.suptitle((experiment.title or "Large batches, learning rate ∝ batch size "
                   "(× marks divergence)") + _seeds_note(results))
-    return _save(fig, figures_dir / f"{experiment.name}.png", bottom=0.035 * rows + 0.01)
+    return _save(fig, figures_dir / f"{experiment.name}.png", bottom=bottom)
 
 
 def accuracy_heat_map(experiment: Experiment, results: Sequence[Result],

@@ -50,6 +50,22 @@ def trial_config(experiment: Experiment, trial: Trial) -> Any:
     return dataclasses.replace(preset, **overrides)
 
 
+def unused_fields(config: Any, *values: Mapping[str, Any]) -> set[str]:
+    """The fields that another field, set in every one of ``values``, makes irrelevant.
+
+    Args:
+      config: a config class or instance (its fields' metadata).
+      *values: configurations as dicts (e.g. a stored run's and today's).
+
+    Returns:
+      The names of the fields marked ``unused_when_set`` whose setter is not ``None`` in
+      every one of ``values``.
+    """
+    return {f.name for f in dataclasses.fields(config)
+            if (setter := f.metadata.get("unused_when_set"))
+            and all(v.get(setter) is not None for v in values)}
+
+
 def ignored_fields(config: Any, stored: Mapping[str, Any], now: Mapping[str, Any],
                    batch_statistics: bool) -> set[str]:
     """The fields that do not decide the result of either configuration.
@@ -67,7 +83,7 @@ def ignored_fields(config: Any, stored: Mapping[str, Any], now: Mapping[str, Any
     execution_only = set(config_lib.execution_only_fields(config))
     if batch_statistics:
         execution_only -= set(config_lib.batch_statistics_fields(config))
-    return execution_only | config_lib.unused_fields(config, stored, now)
+    return execution_only | unused_fields(config, stored, now)
 
 
 def differences(stored: Mapping[str, Any], config: Any,

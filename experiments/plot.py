@@ -75,7 +75,7 @@ def _x(records: Sequence[dict[str, Any]], axis: str) -> list[float]:
 
 NORM_KEYS = ("grad_norm", "clipped_grad_norm")  # AGC's gradient norm before, after clipping
 TITLES = ("test accuracy", "loss (training —, test --)", "AGC clip fraction (training)",
-          "gradient norm, AGC's leaves (before —, after clipping --)")
+          "gradient norm of AGC's leaves\n(before clipping —, after --)")
 
 
 def recorded_norms(runs: Sequence[RunData]) -> bool:

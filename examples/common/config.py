@@ -2,7 +2,7 @@
 
 Some fields say in their metadata how they relate to a run's result, the one place that
 the work directory's resume check (:mod:`examples.common.workdir`) and the experiments'
-comparison of stored runs read it from:
+comparison of stored runs (:mod:`experiments.fingerprint`) read it from:
 
 - ``metadata["execution_only"]``: the field changes how a run is computed, not what it
   computes (up to float rounding), so a resumed run may change it and a stored run made
@@ -15,7 +15,6 @@ comparison of stored runs read it from:
 
 import dataclasses
 import importlib
-from collections.abc import Mapping
 from typing import Any
 
 from examples.common import datasets
@@ -108,22 +107,6 @@ def batch_statistics_fields(config: Any) -> tuple[str, ...]:
     """The execution-only fields that decide the result of a model with batch statistics."""
     return tuple(f.name for f in dataclasses.fields(config)
                  if f.metadata.get("batch_statistics"))
-
-
-def unused_fields(config: Any, *values: Mapping[str, Any]) -> set[str]:
-    """The fields that another field, set in every one of ``values``, makes irrelevant.
-
-    Args:
-      config: a config class or instance (its fields' metadata).
-      *values: configurations as dicts (e.g. a stored run's and today's).
-
-    Returns:
-      The names of the fields marked ``unused_when_set`` whose setter is not ``None`` in
-      every one of ``values``.
-    """
-    return {f.name for f in dataclasses.fields(config)
-            if (setter := f.metadata.get("unused_when_set"))
-            and all(v.get(setter) is not None for v in values)}
 
 
 def load_preset(package: str, presets: tuple[str, ...], preset: str) -> LoopConfig:

@@ -357,7 +357,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path, resume:
     history: list[Metrics] = []
     try:
         with preemption.StopRequest() as stop:
-            while step < setup.total_steps and not stop.requested and not log.diverged:
+            while step < setup.total_steps and not stop.poll(step) and not log.diverged:
                 batch, data_state = next(batches)
                 state, metrics = setup.train_fn(state, batch)
                 step += 1

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import pytest
 
 from benchmarks import bench_agc as bench
+from benchmarks import trees
 
 
 def assert_consistent_summary(stats: dict, repeats: int, where: str) -> None:
@@ -52,7 +53,7 @@ def test_quick_run_writes_complete_json(tmp_path, capsys):
 
 def test_full_trees_have_the_documented_size():
     for name, leaves, millions in (("resnet50", 177, 25.6), ("transformer", 292, 22.7)):
-        shapes = jax.tree.leaves(bench.tree_shapes(name, quick=False))
+        shapes = jax.tree.leaves(trees.tree_shapes(name, quick=False))
         num_params = sum(math.prod(s.shape) for s in shapes)
         assert len(shapes) == leaves, name
         assert round(num_params / 1e6, 1) == millions, name

@@ -9,7 +9,8 @@ from examples.nf_resnet.configs.base import (
     validate,
 )
 
-PRESETS = ("smoke", "cpu", "gpu", "imagenet_nfnet_f0", "imagenet_nf_resnet50", "finetune")
+PRESETS = ("smoke", "cpu", "cpu_grid", "gpu", "imagenet_nfnet_f0", "imagenet_nf_resnet50",
+           "finetune")
 
 
 def get_config(preset: str) -> TrainConfig:
