@@ -14,7 +14,7 @@ fi
 # An existing environment that lacks any extra's package (e.g. one made before the docs
 # extra existed) gets the missing ones.
 if ! "$venv/bin/python" -c "import agc_optax, grain, orbax.checkpoint, hypothesis, matplotlib, \
-    mkdocs, material, mkdocstrings_handlers.python, build, twine, dill, PIL, yaml" >/dev/null 2>&1; then
+    mkdocs, material, mkdocstrings_handlers.python, build, twine, dill, PIL, yaml, xdist" >/dev/null 2>&1; then
   echo "[setup] installing agc-optax[test,examples,docs] into $venv"
   "$venv/bin/python" -m pip install --quiet --upgrade pip
   "$venv/bin/python" -m pip install --quiet -e "$repo[test,examples,docs]"
